@@ -1,0 +1,160 @@
+"""Per-layer kernels of an MLP: forward Grams, backward Grams and NTK blocks (THEORY.md,
+"Layer-wise kernels").
+
+For Dense layer l with scaled input h̃_{l−1} and backward signal δ_l = ∂f/∂z_l:
+
+    K^H_l(x, x')                 = h̃_{l−1}(x) · h̃_{l−1}(x')                      (forward Gram)
+    K^Δ_l((x, c), (x', c'))      = δ_{l,c}(x) · δ_{l,c'}(x')                       (backward Gram)
+    Θ_l((x, c), (x', c'))        = K^H_l(x, x') · K^Δ_l((x, c), (x', c'))         (NTK block)
+
+and Θ = Σ_l Θ_l is the empirical NTK. Outputs are flattened row-major: index n·C + c.
+
+*Finite width* (``params`` given): one forward pass stores h̃_{l−1}; one reverse pass per
+output c (vectorised with ``vmap``) gives δ_{l,c}; Grams are contractions over the width.
+Nothing of size N·P is formed: memory is O(L·N·(M·C)) for the features plus O(L·(N·C)²).
+
+*Infinite width* (``params=None``): neural-tangents' ``kernel_fn`` on sub-networks.
+K^H_l is the NNGP kernel of z_l (the network cut after Dense l). Above layer l the NTK
+recursion is affine in the incoming NTK, Θ_out = Σ_{k>l} Θ_k + K^Δ_l ⊙ Θ_in, so feeding
+Θ_in = 0 and Θ_in = 1 into the top sub-network yields K^Δ_l as a difference, and
+Θ_l = K^H_l ⊙ K^Δ_l (→ Σ_{l−1} ⊙ Π_{k≥l} Σ̇_k). These kernels are output-diagonal
+(Θ ⊗ I_C), so they are stored N×N with ``output_diagonal=True``.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .networks import Network
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerKernels:
+    """Per-layer kernels between inputs X (N rows) and X2 (N2 rows).
+
+    fwd: (L, N, N2) forward Grams K^H_l.
+    bwd: (L, N·c, N2·c) backward Grams K^Δ_l, with c = C (finite width) or c = 1 when
+         ``output_diagonal`` (infinite width: every kernel is that N×N matrix ⊗ I_C).
+    ntk: (L, N·c, N2·c) NTK blocks Θ_l = (K^H_l ⊗ 1_{c×c}) ⊙ K^Δ_l.
+    """
+
+    fwd: jax.Array
+    bwd: jax.Array
+    ntk: jax.Array
+    out_dim: int
+    output_diagonal: bool
+
+    @property
+    def depth(self) -> int:
+        return self.fwd.shape[0]
+
+    @property
+    def n_outputs_per_sample(self) -> int:
+        """c: C for full multi-output kernels, 1 when output-diagonal."""
+        return 1 if self.output_diagonal else self.out_dim
+
+    @property
+    def total_ntk(self) -> jax.Array:
+        """Θ = Σ_l Θ_l."""
+        return jnp.sum(self.ntk, axis=0)
+
+    def fwd_expanded(self) -> jax.Array:
+        """K^H_l ⊗ 1_{c×c}: forward Grams on the flattened (sample, output) index."""
+        c = self.n_outputs_per_sample
+        return jnp.repeat(jnp.repeat(self.fwd, c, axis=1), c, axis=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# finite width: the Gram form
+# ---------------------------------------------------------------------------------------------
+def layer_features(net: Network, params, X):
+    """Scaled layer inputs h̃_{l−1} (N, d_l) and backward signals δ_l (N, C, M_l), per layer.
+
+    δ_{l,c}(x_n) = ∂f_c(x_n)/∂z_l(x_n): one vjp of Σ_n f_c(x_n) w.r.t. zero "taps" added to
+    every pre-activation, vmapped over the C outputs (samples do not interact in an MLP).
+    """
+    X = jnp.asarray(X)
+    n = X.shape[0]
+    taps = [jnp.zeros((n, m), X.dtype) for m in net.fan_out]
+
+    def outputs(t):
+        return net.forward_with_taps(params, X, t)
+
+    f, vjp_fn, inputs = jax.vjp(outputs, taps, has_aux=True)
+    eye = jnp.eye(net.out_dim, dtype=f.dtype)
+    (deltas,) = jax.vmap(lambda e: vjp_fn(jnp.broadcast_to(e, f.shape)))(eye)  # each (C, N, M_l)
+    deltas = [jnp.moveaxis(d, 0, 1) for d in deltas]
+    return inputs, deltas
+
+
+def _gram_from_features(feats1, feats2) -> tuple[jax.Array, jax.Array]:
+    inputs1, deltas1 = feats1
+    inputs2, deltas2 = feats2
+    fwd = jnp.stack([a @ b.T for a, b in zip(inputs1, inputs2)])
+    bwd = []
+    for d1, d2 in zip(deltas1, deltas2):
+        n1, c, _ = d1.shape
+        n2 = d2.shape[0]
+        bwd.append(jnp.einsum("ncm,pdm->ncpd", d1, d2).reshape(n1 * c, n2 * c))
+    return fwd, jnp.stack(bwd)
+
+
+_finite_grams = jax.jit(
+    lambda net, params, X, X2: _gram_from_features(layer_features(net, params, X), layer_features(net, params, X2)),
+    static_argnums=0,
+)
+
+
+def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool) -> LayerKernels:
+    c = 1 if output_diagonal else out_dim
+    fwd_c = jnp.repeat(jnp.repeat(fwd, c, axis=1), c, axis=2)
+    return LayerKernels(fwd=fwd, bwd=bwd, ntk=fwd_c * bwd, out_dim=out_dim, output_diagonal=output_diagonal)
+
+
+# ---------------------------------------------------------------------------------------------
+# infinite width: neural-tangents sub-networks
+# ---------------------------------------------------------------------------------------------
+def _infinite_grams(net: Network, X, X2) -> tuple[jax.Array, jax.Array]:
+    fwd, bwd = [], []
+    for l in range(net.depth):
+        bottom, top = net.split_at_dense(l)
+        k = bottom[2](X, X2)  # NT Kernel of z_l (nngp = K^H_l)
+        fwd.append(k.nngp)
+        if top is None:  # readout: δ_L = ∂f/∂z_L = identity on the outputs
+            bwd.append(jnp.ones_like(k.nngp))
+            continue
+        above_without = top[2](k.replace(ntk=jnp.zeros_like(k.nngp)), get="ntk")
+        above_with_ones = top[2](k.replace(ntk=jnp.ones_like(k.nngp)), get="ntk")
+        bwd.append(above_with_ones - above_without)
+    return jnp.stack(fwd), jnp.stack(bwd)
+
+
+def layer_kernels(net: Network, X, X2=None, params=None) -> LayerKernels:
+    """Per-layer forward Grams, backward Grams and NTK blocks between X and X2 (default X).
+
+    ``params=None`` gives the infinite-width kernels from neural-tangents (output-diagonal,
+    N×N2); otherwise the finite-width Gram form at ``params`` (NC×N2C). See the module
+    docstring for the math (THEORY.md "Layer-wise kernels").
+    """
+    X = net.check_inputs(X, "X")
+    X2 = X if X2 is None else net.check_inputs(X2, "X2")
+    X, X2 = jnp.asarray(X), jnp.asarray(X2)
+    if params is None:
+        fwd, bwd = _infinite_grams(net, X, X2)
+        return _assemble(fwd, bwd, net.out_dim, output_diagonal=True)
+    _check_params(net, params)
+    fwd, bwd = _finite_grams(net, params, X, X2)
+    return _assemble(fwd, bwd, net.out_dim, output_diagonal=False)
+
+
+def _check_params(net: Network, params) -> None:
+    try:
+        dense = net.dense_params(params)
+        shapes = [tuple(W.shape) for W, _ in dense]
+    except (TypeError, IndexError, ValueError):
+        raise ValueError("params must be the output of net.init(seed) for this network") from None
+    if shapes != [tuple(s) for s in net.layer_shapes]:
+        raise ValueError(f"params have layer shapes {shapes} but the network has {list(net.layer_shapes)}")
