@@ -46,6 +46,10 @@ class LayerKernels:
     ntk: jax.Array
     out_dim: int
     output_diagonal: bool
+    #: finite width only: backward signals δ_l of X and of X2, per layer (N, C, M_l); needed by
+    #: methods that split a layer below the Gram level (unit-wise).
+    deltas: tuple | None = dataclasses.field(default=None, repr=False)
+    deltas2: tuple | None = dataclasses.field(default=None, repr=False)
 
     @property
     def depth(self) -> int:
@@ -90,7 +94,7 @@ def layer_features(net: Network, params, X):
     return inputs, deltas
 
 
-def _gram_from_features(feats1, feats2) -> tuple[jax.Array, jax.Array]:
+def _gram_from_features(feats1, feats2):
     inputs1, deltas1 = feats1
     inputs2, deltas2 = feats2
     fwd = jnp.stack([a @ b.T for a, b in zip(inputs1, inputs2)])
@@ -99,7 +103,7 @@ def _gram_from_features(feats1, feats2) -> tuple[jax.Array, jax.Array]:
         n1, c, _ = d1.shape
         n2 = d2.shape[0]
         bwd.append(jnp.einsum("ncm,pdm->ncpd", d1, d2).reshape(n1 * c, n2 * c))
-    return fwd, jnp.stack(bwd)
+    return fwd, jnp.stack(bwd), tuple(deltas1), tuple(deltas2)
 
 
 _finite_grams = jax.jit(
@@ -108,10 +112,11 @@ _finite_grams = jax.jit(
 )
 
 
-def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool) -> LayerKernels:
+def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool, deltas=None, deltas2=None) -> LayerKernels:
     c = 1 if output_diagonal else out_dim
     fwd_c = jnp.repeat(jnp.repeat(fwd, c, axis=1), c, axis=2)
-    return LayerKernels(fwd=fwd, bwd=bwd, ntk=fwd_c * bwd, out_dim=out_dim, output_diagonal=output_diagonal)
+    return LayerKernels(fwd=fwd, bwd=bwd, ntk=fwd_c * bwd, out_dim=out_dim, output_diagonal=output_diagonal,
+                        deltas=deltas, deltas2=deltas2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,8 +151,8 @@ def layer_kernels(net: Network, X, X2=None, params=None) -> LayerKernels:
         fwd, bwd = _infinite_grams(net, X, X2)
         return _assemble(fwd, bwd, net.out_dim, output_diagonal=True)
     _check_params(net, params)
-    fwd, bwd = _finite_grams(net, params, X, X2)
-    return _assemble(fwd, bwd, net.out_dim, output_diagonal=False)
+    fwd, bwd, deltas, deltas2 = _finite_grams(net, params, X, X2)
+    return _assemble(fwd, bwd, net.out_dim, output_diagonal=False, deltas=deltas, deltas2=deltas2)
 
 
 def _check_params(net: Network, params) -> None:
