@@ -1,0 +1,126 @@
+"""The isotropy table: measured α and deviation of every method × depth × width beside the
+theoretical α and the first failed condition (THEORY.md claims 1–7, issue 4)."""
+from __future__ import annotations
+
+import warnings
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import datasets, methods
+from .diagnostics import isotropy, predict
+from .function_space import method_kernels
+from .kernels import layer_kernels
+from .networks import mlp
+
+#: Methods shown by default (sf is random; it has its own figure).
+DEFAULT_METHODS = ("gd", "exact", "block_diag", "block_tridiag", "kfac", "unit_wise", "ef", "ief")
+
+
+def isotropy_rows(
+    depths: Iterable[int],
+    widths: Sequence[int | None],
+    method_names: Sequence[str] = DEFAULT_METHODS,
+    n: int = 16,
+    in_dim: int = 32,
+    activation: str = "relu",
+    seed: int = 0,
+    damping: float = 0.0,
+    progress=None,
+) -> list[dict]:
+    """One row per (depth, width, method); width ``None`` is infinite width.
+
+    Data: :func:`datasets.synthetic` (inputs on the sphere). Residual for ef/ief: f₀(X) − Y at
+    finite width, −Y at infinite width (the mean-zero prior). Unit-wise α grows with the width,
+    so its infinite-width row uses the largest finite width given as the nominal M."""
+    for m in method_names:
+        methods.get(m)
+    X, Y = datasets.synthetic(n, in_dim, seed=seed)
+    nominal = max([w for w in widths if w is not None], default=1024)  # unit_wise's α at infinite width
+    rows = []
+    for depth in depths:
+        for width in widths:
+            net = mlp(depth=depth, width=width or nominal, in_dim=in_dim, activation=activation)
+            params = None if width is None else net.init(seed)
+            f0 = 0.0 if params is None else np.asarray(net.apply(params, X))
+            residual = f0 - Y
+            lk = layer_kernels(net, X, params=params)
+            for m in method_names:
+                rows.append(_row(net, X, m, params, lk, residual, damping, depth, width))
+                if progress is not None:
+                    progress.update(1)
+    return rows
+
+
+def _row(net, X, method, params, lk, residual, damping, depth, width) -> dict:
+    kwargs = {"residual": residual} if methods.get(method).needs_residual else {}
+    row = {"method": method, "depth": depth, "width": "inf" if width is None else int(width)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            K = method_kernels(net, X, method, params=params, damping=damping, **kwargs).train
+        iso = isotropy(K)
+        pred = predict(net, X, method, params=params, damping=damping, lk=lk, **kwargs)
+    except ValueError as err:
+        row.update(alpha=None, theory_alpha=None, deviation=None, isotropic=False, predicted_isotropic=False,
+                   failed=str(err))
+        return row
+    row.update(
+        alpha=iso.alpha,
+        theory_alpha=pred.alpha,
+        deviation=iso.deviation,
+        isotropic=iso.is_isotropic(1e-8),
+        predicted_isotropic=pred.isotropic,
+        failed=pred.failed[0] if pred.failed else (pred.note if not pred.isotropic else ""),
+    )
+    return row
+
+
+def _fmt(x, spec):
+    """Format a number, or a right-aligned '-' of the same width for a missing one."""
+    width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
+    return "-".rjust(width) if x is None else format(x, spec)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table, one line per row."""
+    header = f"{'method':<14}{'L':>3}{'width':>7}{'alpha':>13}{'theory':>13}{'deviation':>11}  verdict"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        verdict = "isotropic" if r["isotropic"] else "not isotropic"
+        if r["isotropic"] != r["predicted_isotropic"]:
+            verdict += "  (THEORY DISAGREES)"
+        if r["failed"]:
+            verdict += f"  [{r['failed']}]"
+        lines.append(
+            f"{r['method']:<14}{r['depth']:>3}{str(r['width']):>7}{_fmt(r['alpha'], '13.6g')}"
+            f"{_fmt(r['theory_alpha'], '13.6g')}{_fmt(r['deviation'], '11.1e')}  {verdict}"
+        )
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| method | L | width | alpha | theory alpha | deviation | verdict |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = "isotropic" if r["isotropic"] else "not isotropic"
+        if r["failed"]:
+            verdict += f" ({r['failed']})"
+        lines.append(
+            f"| {r['method']} | {r['depth']} | {r['width']} | {_fmt(r['alpha'], '.6g')} | "
+            f"{_fmt(r['theory_alpha'], '.6g')} | {_fmt(r['deviation'], '.1e')} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def agreement(rows: list[dict]) -> dict:
+    """How often the measured verdict and α match theory (|α − α_th| ≤ 1e-8·α_th when isotropic)."""
+    checked = [r for r in rows if r["alpha"] is not None and r["theory_alpha"] is not None and r["predicted_isotropic"]]
+    alpha_err = [abs(r["alpha"] - r["theory_alpha"]) / abs(r["theory_alpha"]) for r in checked]
+    verdicts = [r["isotropic"] == r["predicted_isotropic"] for r in rows if r["alpha"] is not None]
+    return {
+        "rows": len(rows),
+        "verdicts_agree": int(np.sum(verdicts)),
+        "verdicts_checked": len(verdicts),
+        "max_alpha_rel_error_where_isotropic": float(max(alpha_err)) if alpha_err else None,
+        "max_deviation_where_isotropic": float(max(r["deviation"] for r in checked)) if checked else None,
+    }
