@@ -76,9 +76,10 @@ class Prediction:
         return f"{self.method}: isotropic, alpha = {self.alpha:g}" if self.isotropic else f"{self.method}: {self.note}"
 
 
-def _full_rank(name: str, K, size: int, what: str, rcond=None) -> Condition:
+def _full_rank(name: str, K, size: int, what: str, rcond=None, size_name: str = "N") -> Condition:
     r = _linalg.rank(K, rcond)
-    return Condition(name, r >= size, f"{what} has rank {r} < {size}" if r < size else f"{what} has full rank {size}")
+    detail = f"{what} has rank {r} < {size_name} = {size}" if r < size else f"{what} has full rank {size}"
+    return Condition(name, r >= size, detail)
 
 
 def _damping_condition(damping: float) -> Condition:
@@ -94,12 +95,14 @@ def predict(net, X, method: str, params=None, damping: float = 0.0, residual=Non
     rows = lk.ntk.shape[1]  # N·c (c = 1 for output-diagonal kernels)
     L = lk.depth
     damp = _damping_condition(damping)
-    layer_full = [_full_rank(f"ntk_{l + 1}", lk.ntk[l], rows, f"layer {l + 1}'s NTK block", rcond) for l in range(L)]
+    rows_name = "N" if rows == n else "N*C"
+    layer_full = [_full_rank(f"ntk_{l + 1}", lk.ntk[l], rows, f"layer {l + 1}'s NTK block", rcond, rows_name)
+                  for l in range(L)]
 
     if method == "gd":
         return Prediction(method, None, False, (), note="gradient descent: Θ/N, isotropic only if the NTK is")
     if method == "exact":
-        cond = (_full_rank("ntk", lk.total_ntk, rows, "the NTK", rcond), damp)
+        cond = (_full_rank("ntk", lk.total_ntk, rows, "the NTK", rcond, rows_name), damp)
         return _verdict(method, 1.0, cond)
     if method in ("block_diag", "block_tridiag", "pattern"):
         S = _pattern_for(method, L, options)
@@ -141,7 +144,8 @@ def _predict_kfac(lk, n, rows, damp, convention, rcond) -> Prediction:
         what = "first-layer input Gram" if l == 0 else f"layer {l + 1}'s input Gram"
         cond.append(_full_rank(f"fwd_{l + 1}", lk.fwd[l], n, what, rcond))
         if l < L - 1:
-            cond.append(_full_rank(f"bwd_{l + 1}", lk.bwd[l], rows, f"layer {l + 1}'s backward Gram", rcond))
+            cond.append(_full_rank(f"bwd_{l + 1}", lk.bwd[l], rows, f"layer {l + 1}'s backward Gram", rcond,
+                                   "N" if rows == n else "N*C"))
     alpha = float(n * L) if convention == "paper" else float(n * (L - 1) + 1)
     return _verdict("kfac", alpha, (*cond, damp))
 
@@ -162,7 +166,7 @@ def _predict_unit_wise(net, lk, n, damp, rcond) -> Prediction:
 
 def _predict_residual_method(method, lk, n, residual, damp, rcond) -> Prediction:
     theta = methods.empirical.full_output_ntk(lk)
-    cond = [_full_rank("ntk", theta, theta.shape[0], "the NTK", rcond), damp]
+    cond = [_full_rank("ntk", theta, theta.shape[0], "the NTK", rcond, "N*C"), damp]
     if method == "sf":
         return Prediction(method, None, False, tuple(cond), note="sampled Fisher: Θ_SF = Q⁻¹, random, not isotropic")
     if residual is None:

@@ -2,7 +2,8 @@
 
 ``METHODS`` lists the registered names; :func:`get` returns a :class:`Method`.
 """
-from . import empirical, exact, gd, kfac, layerwise, unitwise  # noqa: F401  (registration)
+# Registration order is the order of METHODS.
+from . import gd, exact, layerwise, kfac, unitwise, empirical  # noqa: F401,I001
 from .base import Method, MethodKernel, get, names
 from .layerwise import banded_pattern, tridiagonal_pattern
 
