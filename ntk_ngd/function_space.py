@@ -22,6 +22,7 @@ def method_kernels(
     residual=None,
     X_test=None,
     rcond: float | None = None,
+    train_kernels: LayerKernels | None = None,
     **options,
 ) -> methods.MethodKernel:
     """Θ_G(X, X) and Θ_G(X_test, X) (``None`` without X_test) of ``method``.
@@ -31,6 +32,7 @@ def method_kernels(
     form at ``params`` (N·C×N·C). ``residual`` is f(X) − Y, shape (N, C), for ef/ief.
     ``damping`` ρ ≥ 0; ρ = 0 is the ρ → 0⁺ limit. ``options`` go to the method
     (pattern=/bandwidth= for 'pattern', kfac_readout= for 'kfac', samples=/seed= for 'sf').
+    ``train_kernels`` reuses precomputed ``layer_kernels(net, X, params=params)``.
     """
     spec = methods.get(method)
     damping = _validate.nonnegative("damping", damping)
@@ -45,7 +47,7 @@ def method_kernels(
         if residual is None:
             raise ValueError(f"method {method!r} needs residual= (f(X) - Y, shape ({n}, {net.out_dim}))")
         residual = _validate.finite_matrix("residual", np.reshape(np.asarray(residual), (n, -1)), cols=net.out_dim)
-    train = layer_kernels(net, X, params=params)
+    train = layer_kernels(net, X, params=params) if train_kernels is None else train_kernels
     test = None if X_test is None else layer_kernels(net, net.check_inputs(X_test, "X_test"), X, params=params)
     if damping == 0 and params is not None:
         warn_rank_deficient_layers(net, n, method)

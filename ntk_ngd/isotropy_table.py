@@ -58,7 +58,7 @@ def _row(net, X, method, params, lk, residual, damping, depth, width) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            K = method_kernels(net, X, method, params=params, damping=damping, **kwargs).train
+            K = method_kernels(net, X, method, params=params, damping=damping, train_kernels=lk, **kwargs).train
         iso = isotropy(K)
         pred = predict(net, X, method, params=params, damping=damping, lk=lk, **kwargs)
     except ValueError as err:

@@ -23,6 +23,7 @@ recursion is affine in the incoming NTK, Θ_out = Σ_{k>l} Θ_k + K^Δ_l ⊙ Θ_
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -122,6 +123,7 @@ def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool, deltas=None, deltas
 # ---------------------------------------------------------------------------------------------
 # infinite width: neural-tangents sub-networks
 # ---------------------------------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnums=0)
 def _infinite_grams(net: Network, X, X2) -> tuple[jax.Array, jax.Array]:
     fwd, bwd = [], []
     for l in range(net.depth):

@@ -1,0 +1,41 @@
+"""`ntk-ngd figures`: regenerate every figure, its JSON and figures/REPORT.md."""
+from __future__ import annotations
+
+import time
+
+from ..cli import emit
+from ..experiments import available
+from ..experiments.runner import run_experiments, write_report
+
+
+def register(sub) -> None:
+    p = sub.add_parser("figures", help="regenerate the figures, their JSON data and REPORT.md",
+                       description="Run the experiments behind every figure. Each writes OUT/NAME.png and "
+                       "OUT/NAME.json; the run writes OUT/REPORT.md with every claim's PASS/FAIL.")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                       help="minutes on a laptop CPU (default)")
+    group.add_argument("--full", dest="profile", action="store_const", const="full",
+                       help="paper-scale widths and N (about an hour)")
+    group.add_argument("--tiny", dest="profile", action="store_const", const="tiny", help="smoke-test sizes")
+    p.add_argument("--only", nargs="+", metavar="NAME", help=f"subset of: {', '.join(available())}")
+    p.add_argument("--out", default="figures", help="output folder (default figures/)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=run, profile="quick")
+
+
+def run(args) -> int:
+    start = time.perf_counter()
+    log = (lambda *_: None) if args.json else print
+    results = run_experiments(args.only, args.profile, args.out, log=log)
+    total = time.perf_counter() - start
+    report = write_report(results, args.profile, args.out, total)
+    failed = [r.name for r in results if not r.passed]
+    payload = {
+        "profile": args.profile, "report": report, "wall_time_s": total,
+        "figures": [{"name": r.name, "png": r.png, "json": r.json, "passed": r.passed, "summary": r.summary,
+                     "wall_time_s": r.wall_time, "checks": [c.as_dict() for c in r.checks]} for r in results],
+    }
+    emit(args, payload, f"{len(results)} figure(s) in {total:.0f} s; report: {report}"
+         + (f"; FAILED: {', '.join(failed)}" if failed else "; all claims PASS"))
+    return 1 if failed else 0

@@ -1,0 +1,39 @@
+"""The experiments behind every figure, one module each (run them with `ntk-ngd figures`)."""
+from __future__ import annotations
+
+import importlib
+
+#: Figure names in the order the report lists them. A module per name in this package.
+EXPERIMENTS = (
+    "isotropy_table",
+    "convergence",
+    "width_scaling",
+    "unit_wise",
+    "kfac_input_rank",
+    "ef_vs_ief",
+    "deep_linear",
+    "test_predictions",
+)
+
+PROFILES = ("tiny", "quick", "full")
+
+
+def available() -> tuple[str, ...]:
+    """Experiments whose module is present."""
+    out = []
+    for name in EXPERIMENTS:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def load(name: str):
+    valid = available()
+    if name not in valid:
+        raise ValueError(f"unknown figure {name!r}; choose from: {', '.join(valid)}")
+    return importlib.import_module(f"{__name__}.{name}")
