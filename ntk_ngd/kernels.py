@@ -13,12 +13,14 @@ and Θ = Σ_l Θ_l is the empirical NTK. Outputs are flattened row-major: index 
 output c (vectorised with ``vmap``) gives δ_{l,c}; Grams are contractions over the width.
 Nothing of size N·P is formed: memory is O(L·N·(M·C)) for the features plus O(L·(N·C)²).
 
-*Infinite width* (``params=None``): neural-tangents' ``kernel_fn`` on sub-networks.
-K^H_l is the NNGP kernel of z_l (the network cut after Dense l). Above layer l the NTK
-recursion is affine in the incoming NTK, Θ_out = Σ_{k>l} Θ_k + K^Δ_l ⊙ Θ_in, so feeding
-Θ_in = 0 and Θ_in = 1 into the top sub-network yields K^Δ_l as a difference, and
-Θ_l = K^H_l ⊙ K^Δ_l (→ Σ_{l−1} ⊙ Π_{k≥l} Σ̇_k). These kernels are output-diagonal
-(Θ ⊗ I_C), so they are stored N×N with ``output_diagonal=True``.
+*Infinite width* (``params=None``): neural-tangents' per-layer ``kernel_fn``s. K^H_l is the
+NNGP kernel of z_l; the derivative kernel Σ̇_l of each activation comes from NT by feeding it
+a kernel with ntk = 1 (NT's NTK recursion multiplies the incoming ntk by Σ̇); then
+K^Δ_l = σ_w² Σ̇_l ⊙ K^Δ_{l+1} with K^Δ_L = 1, and Θ_l = K^H_l ⊙ K^Δ_l (= Σ_{l−1} ⊙ Π_{k≥l} Σ̇_k
+up to the σ_w² factors). Their sum equals NT's full NTK (checked in tests; that alone would
+prove little, so each block is also checked against wide finite-width averages). One pass:
+O(L) layer evaluations. These kernels are output-diagonal (Θ ⊗ I_C), so they are stored N×N
+with ``output_diagonal=True``.
 """
 from __future__ import annotations
 
@@ -125,17 +127,26 @@ def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool, deltas=None, deltas
 # ---------------------------------------------------------------------------------------------
 @functools.partial(jax.jit, static_argnums=0)
 def _infinite_grams(net: Network, X, X2) -> tuple[jax.Array, jax.Array]:
-    fwd, bwd = [], []
+    """One pass through NT's per-layer kernel functions.
+
+    After Dense l the kernel's nngp is K^H_l. The activation above it, applied to that kernel
+    with ntk = 1, returns its derivative kernel Σ̇_l = E[φ'(z)φ'(z')] (NT multiplies the
+    incoming ntk by Σ̇), and Dense l+1 multiplies the ntk by σ_w², so backwards
+    K^Δ_L = 1 and K^Δ_l = Σ̇_l ⊙ σ_w² K^Δ_{l+1}.
+    """
+    layers = net.stax_layers
+    fwd, derivative = [], []
+    k = layers[0][2](X, X2)
     for l in range(net.depth):
-        bottom, top = net.split_at_dense(l)
-        k = bottom[2](X, X2)  # NT Kernel of z_l (nngp = K^H_l)
         fwd.append(k.nngp)
-        if top is None:  # readout: δ_L = ∂f/∂z_L = identity on the outputs
-            bwd.append(jnp.ones_like(k.nngp))
-            continue
-        above_without = top[2](k.replace(ntk=jnp.zeros_like(k.nngp)), get="ntk")
-        above_with_ones = top[2](k.replace(ntk=jnp.ones_like(k.nngp)), get="ntk")
-        bwd.append(above_with_ones - above_without)
+        if l == net.depth - 1:
+            break
+        act = layers[2 * l + 1][2]
+        derivative.append(act(k.replace(ntk=jnp.ones_like(k.nngp)), get="ntk"))
+        k = layers[2 * l + 2][2](act(k))
+    bwd = [jnp.ones_like(fwd[-1])]
+    for l in reversed(range(net.depth - 1)):
+        bwd.insert(0, derivative[l] * net.w_std**2 * bwd[0])
     return jnp.stack(fwd), jnp.stack(bwd)
 
 
