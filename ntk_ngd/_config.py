@@ -20,9 +20,33 @@ def x64_requested() -> bool:
 
 
 def apply() -> None:
-    """Enable jax float64 unless the user opted out."""
+    """Enable jax float64 unless the user opted out; import neural-tangents quietly."""
     if x64_requested():
         jax.config.update("jax_enable_x64", True)
+    _import_neural_tangents_quietly()
+
+
+def _import_neural_tangents_quietly() -> None:
+    """neural-tangents imports TensorFlow, whose C++ logging writes CUDA-probe lines to the
+    process's stderr before any Python setting applies. Silence fd 2 for that import only
+    (set NTK_NGD_TF_LOGS=1 to see them)."""
+    if os.environ.get("NTK_NGD_TF_LOGS") == "1":
+        return
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import neural_tangents  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def x64_enabled() -> bool:
