@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _validate
 from .networks import Network
 
 
@@ -150,22 +151,73 @@ def _infinite_grams(net: Network, X, X2) -> tuple[jax.Array, jax.Array]:
     return jnp.stack(fwd), jnp.stack(bwd)
 
 
-def layer_kernels(net: Network, X, X2=None, params=None) -> LayerKernels:
+def layer_kernels(net: Network, X, X2=None, params=None, tile: int | None = None) -> LayerKernels:
     """Per-layer forward Grams, backward Grams and NTK blocks between X and X2 (default X).
 
     ``params=None`` gives the infinite-width kernels from neural-tangents (output-diagonal,
     N×N2); otherwise the finite-width Gram form at ``params`` (NC×N2C). See the module
     docstring for the math (THEORY.md "Layer-wise kernels").
+
+    ``tile``: compute the kernels in blocks of ``tile`` × ``tile`` samples (every entry depends
+    on its pair of inputs only, so tiling is exact), spread round-robin over all jax devices,
+    and assembled in host memory. Peak device memory is then O(L·tile²·C² + tile·width·C)
+    instead of O(L·N²·C² + N·width·C); the per-unit backward signals (``deltas``, needed by
+    unit-wise) are not kept.
     """
     X = net.check_inputs(X, "X")
+    symmetric = X2 is None
     X2 = X if X2 is None else net.check_inputs(X2, "X2")
+    if params is not None:
+        _check_params(net, params)
+    if tile is not None:
+        tile = _validate.positive_int("tile", tile)
+        fwd, bwd = _tiled_grams(net, params, X, X2, tile, symmetric)
+        return _assemble(fwd, bwd, net.out_dim, output_diagonal=params is None)
     X, X2 = jnp.asarray(X), jnp.asarray(X2)
     if params is None:
         fwd, bwd = _infinite_grams(net, X, X2)
         return _assemble(fwd, bwd, net.out_dim, output_diagonal=True)
-    _check_params(net, params)
     fwd, bwd, deltas, deltas2 = _finite_grams(net, params, X, X2)
     return _assemble(fwd, bwd, net.out_dim, output_diagonal=False, deltas=deltas, deltas2=deltas2)
+
+
+def _tiled_grams(net: Network, params, X, X2, tile: int, symmetric: bool):
+    """Blocks (i, j) of the per-layer Grams, each computed on one device; j ≥ i only when X2 is X."""
+    devices = jax.devices()
+    c = 1 if params is None else net.out_dim
+    n1, n2 = X.shape[0], X2.shape[0]
+    fwd = np.empty((net.depth, n1, n2))
+    bwd = np.empty((net.depth, n1 * c, n2 * c))
+    starts1, starts2 = range(0, n1, tile), range(0, n2, tile)
+    pairs = [(i, j) for i in starts1 for j in starts2 if not (symmetric and j < i)]
+    placed_params = {}
+    pending = []
+    for k, (i, j) in enumerate(pairs):
+        device = devices[k % len(devices)]
+        a = jax.device_put(jnp.asarray(X[i : i + tile]), device)
+        b = jax.device_put(jnp.asarray(X2[j : j + tile]), device)
+        if params is None:
+            out = _infinite_grams(net, a, b)
+        else:
+            if device not in placed_params:
+                placed_params[device] = jax.device_put(params, device)
+            out = _finite_grams(net, placed_params[device], a, b)[:2]
+        pending.append((i, j, out))
+        if len(pending) >= 2 * len(devices):  # bounded number of blocks in flight
+            _store_blocks(pending, fwd, bwd, c, symmetric)
+    _store_blocks(pending, fwd, bwd, c, symmetric)
+    return jnp.asarray(fwd), jnp.asarray(bwd)
+
+
+def _store_blocks(pending, fwd, bwd, c, symmetric) -> None:
+    while pending:
+        i, j, (f, b) = pending.pop(0)
+        f, b = np.asarray(f), np.asarray(b)
+        fwd[:, i : i + f.shape[1], j : j + f.shape[2]] = f
+        bwd[:, i * c : i * c + b.shape[1], j * c : j * c + b.shape[2]] = b
+        if symmetric and i != j:
+            fwd[:, j : j + f.shape[2], i : i + f.shape[1]] = np.swapaxes(f, 1, 2)
+            bwd[:, j * c : j * c + b.shape[2], i * c : i * c + b.shape[1]] = np.swapaxes(b, 1, 2)
 
 
 def _check_params(net: Network, params) -> None:
