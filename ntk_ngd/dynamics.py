@@ -158,7 +158,7 @@ def _scan_residual_method(method, theta, theta_test, r0, f0_test, lr, steps, n, 
         f_next = None if f_test is None else f_test - lr * d_test
         return (r_next, f_next), (r_next, f_next)
 
-    xs = noise if noise is not None else jnp.zeros((steps, 0))
+    xs = noise[:steps] if noise is not None else jnp.zeros((steps, 0))
     body_jit = jax.jit(lambda c, x: body(c, x if noise is not None else None))
     _, (rs, fs) = jax.lax.scan(body_jit, (r0, f0_test), xs, length=steps)
     rs = jnp.concatenate([r0[None], rs]) if steps else r0[None]
