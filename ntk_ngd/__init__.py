@@ -12,19 +12,21 @@ from . import _config
 
 _config.apply()
 
-from . import datasets, methods  # noqa: E402
+from . import datasets, deep_linear, dense, methods, training  # noqa: E402
 from .diagnostics import isotropy, predict  # noqa: E402
 from .dynamics import simulate  # noqa: E402
 from .function_space import method_kernels, preconditioned_kernel  # noqa: E402
 from .kernels import LayerKernels, layer_kernels  # noqa: E402
 from .networks import Network, mlp  # noqa: E402
 from .preprocessing import forster_transform, leverage_scores  # noqa: E402
+from .training import train  # noqa: E402
 
 METHODS = methods.METHODS
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "METHODS", "LayerKernels", "Network", "datasets", "forster_transform", "isotropy", "layer_kernels",
-    "leverage_scores", "method_kernels", "methods", "mlp", "predict", "preconditioned_kernel", "simulate",
+    "METHODS", "LayerKernels", "Network", "datasets", "deep_linear", "dense", "forster_transform", "isotropy",
+    "layer_kernels", "leverage_scores", "method_kernels", "methods", "mlp", "predict", "preconditioned_kernel",
+    "simulate", "train", "training",
 ]
