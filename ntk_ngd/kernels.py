@@ -221,10 +221,15 @@ def _store_blocks(pending, fwd, bwd, c, symmetric) -> None:
 
 
 def _check_params(net: Network, params) -> None:
+    """params must be ``net.init(seed)`` of this architecture: W shapes and bias presence."""
     try:
         dense = net.dense_params(params)
         shapes = [tuple(W.shape) for W, _ in dense]
-    except (TypeError, IndexError, ValueError):
+        has_bias = [b is not None for _, b in dense]
+    except (TypeError, IndexError, ValueError, KeyError, AttributeError):
         raise ValueError("params must be the output of net.init(seed) for this network") from None
     if shapes != [tuple(s) for s in net.layer_shapes]:
         raise ValueError(f"params have layer shapes {shapes} but the network has {list(net.layer_shapes)}")
+    if any(h != net.bias for h in has_bias):
+        raise ValueError(f"params {'lack' if net.bias else 'have'} biases but the network was built with "
+                         f"bias={net.bias}; use net.init(seed)")
