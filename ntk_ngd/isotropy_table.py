@@ -82,34 +82,37 @@ def _fmt(x, spec):
     return "-".rjust(width) if x is None else format(x, spec)
 
 
-def format_table(rows: list[dict]) -> str:
-    """Plain-text table, one line per row."""
-    header = f"{'method':<14}{'L':>3}{'width':>7}{'alpha':>13}{'theory':>13}{'deviation':>11}  verdict"
-    lines = [header, "-" * len(header)]
+def verdict(row: dict) -> str:
+    """'isotropic' / 'not isotropic', a flag when measurement and theory disagree, the failed condition."""
+    text = "isotropic" if row["isotropic"] else "not isotropic"
+    if row["alpha"] is not None and row["isotropic"] != row["predicted_isotropic"]:
+        text += " (THEORY DISAGREES)"
+    return text + (f" [{row['failed']}]" if row["failed"] else "")
+
+
+def format_table(rows: list[dict], markdown: bool = False) -> str:
+    """One line per row: plain text, or a markdown table with ``markdown=True``."""
+    columns = ("method", "L", "width", "alpha", "theory alpha", "deviation", "verdict")
+    specs = ("<14", ">3", ">7", "13.6g", "13.6g", "11.1e", "")
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    else:
+        header_specs = ("<14", ">3", ">7", ">13", ">13", ">11")
+        lines = ["".join(format(c, s) for c, s in zip(columns, header_specs)) + "  verdict"]
+        lines.append("-" * len(lines[0]))
     for r in rows:
-        verdict = "isotropic" if r["isotropic"] else "not isotropic"
-        if r["isotropic"] != r["predicted_isotropic"]:
-            verdict += "  (THEORY DISAGREES)"
-        if r["failed"]:
-            verdict += f"  [{r['failed']}]"
-        lines.append(
-            f"{r['method']:<14}{r['depth']:>3}{str(r['width']):>7}{_fmt(r['alpha'], '13.6g')}"
-            f"{_fmt(r['theory_alpha'], '13.6g')}{_fmt(r['deviation'], '11.1e')}  {verdict}"
-        )
+        cells = [r["method"], r["depth"], str(r["width"]), r["alpha"], r["theory_alpha"], r["deviation"]]
+        if markdown:
+            text = [str(c) if i < 3 else _fmt(c, ".6g" if i < 5 else ".1e") for i, c in enumerate(cells)]
+            lines.append("| " + " | ".join(text) + f" | {verdict(r)} |")
+        else:
+            text = [format(c, s) if i < 3 else _fmt(c, s) for i, (c, s) in enumerate(zip(cells, specs))]
+            lines.append("".join(text) + "  " + verdict(r))
     return "\n".join(lines)
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| method | L | width | alpha | theory alpha | deviation | verdict |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        verdict = "isotropic" if r["isotropic"] else "not isotropic"
-        if r["failed"]:
-            verdict += f" ({r['failed']})"
-        lines.append(
-            f"| {r['method']} | {r['depth']} | {r['width']} | {_fmt(r['alpha'], '.6g')} | "
-            f"{_fmt(r['theory_alpha'], '.6g')} | {_fmt(r['deviation'], '.1e')} | {verdict} |"
-        )
-    return "\n".join(lines)
+    return format_table(rows, markdown=True)
 
 
 def agreement(rows: list[dict]) -> dict:
