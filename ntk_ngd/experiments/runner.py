@@ -1,6 +1,7 @@
 """Run experiments and write figures/REPORT.md (claims, measured vs theory, PASS/FAIL)."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -20,10 +21,24 @@ def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log
         start = time.perf_counter()
         result = module.run(dict(module.PROFILES[profile]), out_dir)
         result.wall_time = time.perf_counter() - start
+        _record_checks(result, profile)
         verdict = "PASS" if result.passed else "FAIL"
         log(f"[{verdict}] {name:<18} {result.wall_time:7.1f} s  {result.summary}")
         results.append(result)
     return results
+
+
+def _record_checks(result: ExperimentResult, profile: str) -> None:
+    """Add the claims, their verdicts, the profile and the wall time to the figure's JSON."""
+    with open(result.json, encoding="utf-8") as fh:
+        record = json.load(fh)
+    record["checks"] = [c.as_dict() for c in result.checks]
+    record["passed"] = result.passed
+    record["profile"] = profile
+    record["wall_time_s"] = result.wall_time
+    with open(result.json, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=1, allow_nan=False)
+        fh.write("\n")
 
 
 def report_markdown(results: list[ExperimentResult], profile: str, total_time: float) -> str:

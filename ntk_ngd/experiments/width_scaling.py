@@ -19,11 +19,11 @@ from .. import datasets, plotting
 from ..diagnostics import predict
 from ..networks import mlp
 from ..training import train
-from ._base import ExperimentResult, check_range
+from ._base import ExperimentResult, check_below, check_range
 
 PROFILES = {
-    "tiny": {"widths": [64, 256], "n": 8, "in_dim": 16, "depth": 3, "steps": 4, "fraction": 0.5, "seeds": [0],
-             "methods": ["exact", "block_diag"], "activations": ["relu"]},
+    "tiny": {"widths": [64, 1024], "n": 8, "in_dim": 16, "depth": 2, "steps": 4, "fraction": 0.5, "seeds": [0, 1],
+             "methods": ["exact", "block_diag"], "activations": ["erf"]},
     "quick": {"widths": [128, 256, 512, 1024, 2048], "n": 16, "in_dim": 32, "depth": 3, "steps": 8,
               "fraction": 0.5, "seeds": [0, 1, 2], "methods": ["exact", "block_diag", "kfac"],
               "activations": ["relu", "erf"]},
@@ -78,7 +78,9 @@ def run(config: dict, out_dir) -> ExperimentResult:
             ax.errorbar(widths, mean, yerr=d.std(axis=1), fmt="o", color=colors[m], capsize=3,
                         label=f"{m}: fitted slope {slope:+.2f}")
             ax.plot(widths, np.exp(intercept) * widths**slope, "-", color=colors[m], lw=1, alpha=0.6)
-            if len(widths) >= 3:
+            checks.append(check_below(f"{act}, {m}: deviation at M={widths[-1]:g} / at M={widths[0]:g}",
+                                      mean[-1] / mean[0], 1.0, theory=(widths[-1] / widths[0]) ** expected))
+            if len(widths) >= 4:
                 band = PRE_ASYMPTOTIC.get((act, m)) if max(widths) < 8192 else None
                 claim = f"{act}, {m}: log-log slope of training-vs-theory deviation"
                 if band:

@@ -1,0 +1,43 @@
+"""Smoke test: every figure at its tiny size writes a PNG and a JSON whose numbers pass their own
+stated tolerances (re-evaluated here from the numbers, not read from the verdicts)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+
+import pytest
+
+from ntk_ngd.cli import main
+from ntk_ngd.experiments import available
+
+
+def reevaluate(check: dict) -> bool:
+    """Apply the check's tolerance string to its measured and theoretical numbers."""
+    measured, theory, tol = check["measured"], check["theory"], check["tolerance"]
+    if not isinstance(measured, (int, float)) or not math.isfinite(measured):
+        return False
+    if m := re.fullmatch(r"rel\. error <= (\S+)", tol):
+        scale = abs(theory) if theory != 0 else 1.0
+        return abs(measured - theory) <= float(m.group(1)) * scale
+    if m := re.fullmatch(r"<= (\S+)", tol):
+        return measured <= float(m.group(1))
+    if m := re.fullmatch(r"in \[(\S+), (\S+)\]", tol):
+        return float(m.group(1)) <= measured <= float(m.group(2))
+    raise AssertionError(f"unparsed tolerance {tol!r}")
+
+
+@pytest.mark.parametrize("name", available())
+def test_figure_tiny_profile(tmp_path, name, capsys):
+    code = main(["figures", "--tiny", "--only", name, "--out", str(tmp_path)])
+    capsys.readouterr()
+    png, js = tmp_path / f"{name}.png", tmp_path / f"{name}.json"
+    assert png.exists() and png.stat().st_size > 10_000
+    record = json.loads(js.read_text())
+    assert record["data"] and record["checks"], "a figure must state at least one checked claim"
+    for check in record["checks"]:
+        assert reevaluate(check) == check["passed"], check
+        assert check["passed"], check
+    assert code == 0
+    assert os.path.exists(tmp_path / "REPORT.md")
