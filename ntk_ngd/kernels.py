@@ -116,6 +116,13 @@ _finite_grams = jax.jit(
 )
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _finite_grams_symmetric(net, params, X):
+    """X2 = X: one forward and C reverse passes instead of two of each."""
+    feats = layer_features(net, params, X)
+    return _gram_from_features(feats, feats)
+
+
 def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool, deltas=None, deltas2=None) -> LayerKernels:
     c = 1 if output_diagonal else out_dim
     fwd_c = jnp.repeat(jnp.repeat(fwd, c, axis=1), c, axis=2)
@@ -177,7 +184,10 @@ def layer_kernels(net: Network, X, X2=None, params=None, tile: int | None = None
     if params is None:
         fwd, bwd = _infinite_grams(net, X, X2)
         return _assemble(fwd, bwd, net.out_dim, output_diagonal=True)
-    fwd, bwd, deltas, deltas2 = _finite_grams(net, params, X, X2)
+    if symmetric:
+        fwd, bwd, deltas, deltas2 = _finite_grams_symmetric(net, params, X)
+    else:
+        fwd, bwd, deltas, deltas2 = _finite_grams(net, params, X, X2)
     return _assemble(fwd, bwd, net.out_dim, output_diagonal=False, deltas=deltas, deltas2=deltas2)
 
 
