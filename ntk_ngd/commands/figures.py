@@ -29,7 +29,7 @@ def run(args) -> int:
     log = (lambda *_: None) if args.json else print
     results = run_experiments(args.only, args.profile, args.out, log=log)
     total = time.perf_counter() - start
-    report = write_report(results, args.profile, args.out, total)
+    report = write_report(args.out, total)
     failed = [r.name for r in results if not r.passed]
     payload = {
         "profile": args.profile, "report": report, "wall_time_s": total,
