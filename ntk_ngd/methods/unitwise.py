@@ -18,6 +18,8 @@ rank N (checked); test kernels need a finite width.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,32 +33,49 @@ ACTIVE_FRACTION = {"relu": 0.5}
 _UNIT_CHUNK = 64
 
 
-@jax.jit
-def _units_projection(fwd_cross, fwd, d_cross, d, shift):
-    """Σ_j (K^H(x',X) ⊙ d'_j d_jᵀ)(K^H ⊙ d_j d_jᵀ + shift)⁺ over a chunk of units (columns of d)."""
+def _gram_factor(K):
+    """(U, V) with K = U Uᵀ (U = eigvecs·√λ) and cross features U(x') = K(x', X) V (V = eigvecs/√λ)."""
+    evals, evecs = _linalg.eigh_psd(K)
+    kept = evals > _linalg.default_rcond(K.shape[0], K.dtype) * jnp.max(jnp.abs(evals))
+    root = jnp.sqrt(jnp.where(kept, evals, 0.0))
+    return evecs * root, evecs * jnp.where(kept, 1.0 / jnp.where(kept, root, 1.0), 0.0)
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _units_projection(features_cross, features, d_cross, d, shift):
+    """Σ_j K_j(x', X)(K_j + shift)⁺ over a chunk of units (columns of d).
+
+    K_j = A_j A_jᵀ with A_j = diag(d_j)·U (U the forward features), so the projector comes from
+    the SVD A_j = P S Wᵀ: K_j(K_j + ε)⁺ = P diag(s²/(s² + ε)) Pᵀ and, for test rows,
+    diag(d'_j) U(x') W diag(s/(s² + ε)) Pᵀ. An SVD resolves A_j to eps·cond(A_j), where the
+    eigendecomposition of its Gram would square cond(A_j) (|δ_j| can span 1e-6 across samples).
+    """
 
     def one(dc, dt):
-        K = fwd * jnp.outer(dt, dt)
-        K_cross = fwd_cross * jnp.outer(dc, dt)
-        evals, evecs = _linalg.eigh_psd(K)
-        inv = _linalg.inverse_eigenvalues(evals, shift)
-        return ((K_cross @ evecs) * inv) @ evecs.T
+        A = dt[:, None] * features
+        P, sv, Wt = jnp.linalg.svd(A, full_matrices=False)
+        if shift == 0:
+            kept = sv > max(A.shape) * jnp.finfo(A.dtype).eps * jnp.max(sv)
+            scale = jnp.where(kept, 1.0 / jnp.where(kept, sv, 1.0), 0.0)
+        else:
+            scale = sv / (sv**2 + shift)
+        return ((dc[:, None] * features_cross) @ Wt.T * scale) @ P.T
 
     return jnp.sum(jax.vmap(one, in_axes=(1, 1))(d_cross, d), axis=0)
 
 
 def _finite_kernel(cross, train, n, damping):
     c = train.n_outputs_per_sample
-    fwd_train = train.fwd_expanded()
-    fwd_cross = cross.fwd_expanded()
     total = 0.0
     for l in range(train.depth):
+        features, inverse = _gram_factor(train.fwd_expanded()[l])
+        features_cross = cross.fwd_expanded()[l] @ inverse
         d = cross.deltas2[l].reshape(-1, cross.deltas2[l].shape[-1])  # δ(X): (N·C, M_l)
         d_cross = cross.deltas[l].reshape(-1, d.shape[-1])  # δ(x'): (N'·C, M_l)
-        assert d.shape[0] == fwd_train.shape[1] and c == cross.n_outputs_per_sample
+        assert d.shape[0] == features.shape[0] and c == cross.n_outputs_per_sample
         for start in range(0, d.shape[1], _UNIT_CHUNK):
             sl = slice(start, start + _UNIT_CHUNK)
-            total = total + _units_projection(fwd_cross[l], fwd_train[l], d_cross[:, sl], d[:, sl], n * damping)
+            total = total + _units_projection(features_cross, features, d_cross[:, sl], d[:, sl], n * damping)
     return total
 
 
