@@ -45,13 +45,12 @@ rate, and the dense reference needs P ≤ 20000; it uses N = 256 samples, more d
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
 from .. import deep_linear as dl
 from .. import plotting
-from ._base import ExperimentResult, check_below, check_range
+from ._base import progress as _progress, ExperimentResult, check_below, check_range
 
 PROFILES = {
     "tiny": {"depths": [1, 2], "conds": [1.0, 1e2, 1e4], "in_dim": 3, "out_dim": 1, "width": 4, "n": 12,
@@ -84,14 +83,6 @@ FLOOR = 1e-16
 #: the depth-1 GD closed form is compared where the excess is above this fraction of its start.
 EXACT_FLOOR = 1e-10
 DOMINANCE = 1e-4
-
-
-def _progress(iterable, total, desc):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
 # ---------------------------------------------------------------- problems

@@ -36,8 +36,6 @@ components carry most of the error: 9e-6 for iEF at N = 256, 1e-12 at N = 32).
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 
 import numpy as np
 
@@ -46,7 +44,7 @@ from ..dynamics import simulate
 from ..function_space import method_kernels
 from ..kernels import layer_kernels
 from ..networks import mlp
-from ._base import ExperimentResult, check_below, check_close, check_range
+from ._base import progress as _progress, single_thread_blas as _single_thread_blas, ExperimentResult, check_below, check_close, check_range
 
 PROFILES = {
     "tiny": {"n": 8, "n_test": 4, "in_dim": 4, "depth": 3, "width": 64, "steps": 12, "seed": 0,
@@ -68,24 +66,6 @@ DRIFT_SPREAD = 1e6
 #: SF runs simulated per k (all feed the drift check); the loss panel draws the first PLOT_SEEDS.
 DRIFT_SEEDS, PLOT_SEEDS = 8, 4
 DRIFT_FLOOR = 1e-10
-
-
-def _progress(iterable, total=None, desc=""):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
-
-
-def _single_thread_blas():
-    """OpenBLAS with several threads on a loaded 2-core machine is 100× slower for the P×P
-    eigendecompositions of the dense reference (measured: 369×369 eigh 6.5 s vs 0.04 s)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
 
 
 def run(config: dict, out_dir) -> ExperimentResult:

@@ -18,7 +18,6 @@ network) makes every leverage score (D+1)/N, restoring isotropy with α = N(L−
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from ..diagnostics import isotropy
 from ..function_space import preconditioned_kernel
 from ..networks import mlp
 from ..preprocessing import forster_transform, leverage_scores
-from ._base import ExperimentResult, check_below, check_range
+from ._base import progress as _progress, ExperimentResult, check_below, check_range
 
 PROFILES = {
     "tiny": {"n": 12, "depth": 3, "width": 64, "in_dims": [3, 5, 10, 11, 15, 23], "seeds": [0],
@@ -49,14 +48,6 @@ ISO_TOL = 1e-8
 #: the leverage theory itself predicts 8.7e-4 for N = 256, D + 1 = 4 (full profile, seed 0), since
 #: the first layer's N·lev_n ≈ (D+1) is then a small share of α ≈ N(L−2) + 1.
 BROKEN_MIN = 1e-4
-
-
-def _progress(iterable, total, desc):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
 def _qr_leverage(A) -> np.ndarray:

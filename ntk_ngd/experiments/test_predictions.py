@@ -18,8 +18,6 @@ NGD's, (c) ||f_test(method) − f_test(exact)|| / ||f_test(exact)||, (d) test MS
 """
 from __future__ import annotations
 
-import contextlib
-import sys
 
 import numpy as np
 
@@ -30,7 +28,7 @@ from ..function_space import method_kernels
 from ..kernels import layer_kernels
 from ..methods.layerwise import tridiagonal_pattern
 from ..networks import mlp
-from ._base import ExperimentResult, check_below, check_range
+from ._base import progress as _progress, single_thread_blas as _single_thread_blas, ExperimentResult, check_below, check_range
 
 PROFILES = {
     "tiny": {"depth": 4, "fraction": 0.5, "steps": 30, "gd_steps": 300, "seed": 0,
@@ -45,23 +43,6 @@ METHODS = ("exact", "block_diag", "block_tridiag", "kfac")
 KINDS = ("synthetic", "digits")
 TOL = 1e-8
 LOSS_FLOOR = 1e-32
-
-
-def _progress(iterable, total=None, desc=""):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
-
-
-def _single_thread_blas():
-    """OpenBLAS threads spin on a loaded 2-core machine (100× slower eigh); use one thread."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(1)
 
 
 def run(config: dict, out_dir) -> ExperimentResult:

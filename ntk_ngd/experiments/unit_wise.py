@@ -24,7 +24,6 @@ slope −1/2 and the prefactor; the figure draws it as lines beside the measured
 """
 from __future__ import annotations
 
-import sys
 
 import jax
 import numpy as np
@@ -36,7 +35,7 @@ from ..function_space import method_kernels
 from ..kernels import layer_kernels
 from ..methods import _linalg
 from ..networks import mlp
-from ._base import ExperimentResult, check_below, check_close, check_range
+from ._base import progress as _progress, ExperimentResult, check_below, check_close, check_range
 
 PROFILES = {
     "tiny": {"widths": [64, 1024], "depths": [2, 3], "n": 8, "in_dim": 16, "seeds": 8,
@@ -62,14 +61,6 @@ GRAM_FORM_TOL = 1e-10
 #: ratio is a weighted χ² with at most N−1 degrees of freedom (std ~ sqrt(2/(N−1)) or more), so
 #: the mean is checked to 4 of its standard errors (and never tighter than this).
 PREDICTION_RATIO_TOL = 0.2
-
-
-def _progress(iterable, total, desc):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
 def _angle_term(K) -> float:
