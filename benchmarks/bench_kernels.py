@@ -1,4 +1,5 @@
-"""Per-layer NTK blocks: Gram form vs neural-tangents vs a dense Jacobian, side by side.
+"""Per-layer NTK blocks: Gram form vs neural-tangents vs a dense Jacobian, side by side
+(issues 3 and 8, "Performance").
 
 For an MLP with L = 3 Dense layers, width M, N inputs, C = 1, float64 on CPU, time
 
@@ -11,20 +12,28 @@ For an MLP with L = 3 Dense layers, width M, N inputs, C = 1, float64 on CPU, ti
                  not give the blocks);
 * ``dense``      jax.jacrev of f w.r.t. all parameters, then J_l J_lᵀ per layer.
 
-Every function is jit-compiled and run once before timing (warm-up); the time is the median
-of ``--repeats`` runs, each ending in ``block_until_ready``. In the same run every method's
-result is compared with the Gram form (max |A − B| / max |B|).
+Every (N, M, method) runs in its own Python process under an address-space limit of
+``--memory-gib`` GiB (default 24, capped at 90 % of this machine's RAM) and a wall-clock
+limit; a method that runs out of memory or time is recorded as "did not complete", with the
+reason, and is not tried at a larger N for the same M. The Gram form's result of the same size
+is saved to disk and every other method is compared with it (max |A − B| / max |B|). Timing:
+jit-compiled, one warm-up call, median of ``--repeats``; peak RSS per process (VmHWM).
 
-    python benchmarks/bench_kernels.py            # N ∈ {64, 256}, M ∈ {256, 1024}
-    python benchmarks/bench_kernels.py --quick    # N ∈ {32, 64}, M ∈ {128, 256}
+    python benchmarks/bench_kernels.py            # N ∈ {64, 256, 1024}, M ∈ {256, 1024, 4096}
+    python benchmarks/bench_kernels.py --quick    # N ∈ {64, 256},  M ∈ {256, 1024}
+    python benchmarks/bench_kernels.py --tiny     # seconds (smoke test)
 
 Writes figures/bench_kernels.png and figures/bench_kernels.json (ntk_ngd.plotting.save).
 """
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -38,6 +47,10 @@ from ntk_ngd import plotting
 from ntk_ngd.kernels import layer_kernels
 from ntk_ngd.networks import mlp
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import default_log, load_average, peak_rss_mb, rel, timed, targets_lines  # noqa: E402
+
+NAME = "bench_kernels"
 METHODS = ("gram", "nt1_layers", "nt2_layers", "dense", "nt1_full", "nt2_full")
 LABELS = {
     "gram": "Gram form (ntk_ngd)",
@@ -48,6 +61,11 @@ LABELS = {
     "nt2_full": "NT impl 2, full NTK only",
 }
 DEPTH, IN_DIM, OUT_DIM = 3, 16, 1
+PROFILES = {
+    "tiny": dict(ns=(16, 32), widths=(64, 128), repeats=1, timeout=300),
+    "quick": dict(ns=(64, 256), widths=(256, 1024), repeats=2, timeout=600),
+    "full": dict(ns=(64, 256, 1024), widths=(256, 1024, 4096), repeats=3, timeout=600),
+}
 
 
 def _flat(K):
@@ -55,107 +73,117 @@ def _flat(K):
     return jnp.transpose(K, (0, 2, 1, 3)).reshape(n * c, n2 * c)
 
 
-def _timed(fn, repeats):
-    """(median seconds, result): one warm-up (compile) call, then ``repeats`` timed calls
-    (3 if the warm-up took over 2 s, 2 if over 10 s: the slow references dominate the run)."""
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    warm = time.perf_counter() - t0
-    if warm > 10:
-        repeats = min(repeats, 2)
-    elif warm > 2:
-        repeats = min(repeats, 3)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
-def _rel(a, b) -> float:
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
-def bench_case(n: int, width: int, repeats: int, skip: set[str]) -> dict:
+def _problem(n, width):
     net = mlp(depth=DEPTH, width=width, in_dim=IN_DIM, out_dim=OUT_DIM, activation="relu", bias=True)
-    params = net.init(seed=0)
     X = jnp.asarray(np.random.default_rng(0).standard_normal((n, IN_DIM)))
-    apply_fn = stax.serial(*net.stax_layers)[1]
+    return net, net.init(seed=0), X
 
-    def layer_fn(l):
+
+def _method_fn(method, net, params, X):
+    """A zero-argument function computing the per-layer blocks (L, N, N) or the full NTK (N, N)."""
+    apply_fn = stax.serial(*net.stax_layers)[1]
+    if method == "gram":
+        return lambda: layer_kernels(net, X, params=params).ntk
+    if method.endswith("_full"):
+        fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(), implementation=int(method[2]), vmap_axes=0))
+        return lambda: _flat(fn(X, None, params))
+    if method == "dense":
+        @jax.jit
+        def dense_blocks(params, X):
+            jac = jax.jacrev(lambda p: apply_fn(p, X).reshape(-1))(params)  # leaves (N·C, *shape)
+            blocks = []
+            for l in range(DEPTH):
+                J = jnp.concatenate([a.reshape(a.shape[0], -1) for a in jax.tree_util.tree_leaves(jac[2 * l])], 1)
+                blocks.append(J @ J.T)
+            return jnp.stack(blocks)
+        return lambda: dense_blocks(params, X)
+
+    def layer_fn(l):  # the network as a function of layer l's (W, b) only
         def f(p_l, x):
             ps = list(params)
             ps[2 * l] = p_l
             return apply_fn(ps, x)
         return f
 
-    times, errors = {}, {}
-    t, lk = _timed(lambda: layer_kernels(net, X, params=params).ntk, repeats)
-    times["gram"], ref = t, lk
-    ref_full = jnp.sum(ref, axis=0)
-
-    for impl in (1, 2):
-        key = f"nt{impl}_layers"
-        if key not in skip:
-            total, blocks = 0.0, []
-            for l in range(DEPTH):
-                fn = jax.jit(nt.empirical_ntk_fn(layer_fn(l), trace_axes=(), implementation=impl, vmap_axes=0))
-                t, K = _timed(lambda fn=fn, l=l: fn(X, None, params[2 * l]), repeats)
-                total += t
-                blocks.append(_flat(K))
-            times[key], errors[key] = total, _rel(jnp.stack(blocks), ref)
-        key = f"nt{impl}_full"
-        if key not in skip:
-            fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(), implementation=impl, vmap_axes=0))
-            t, K = _timed(lambda fn=fn: fn(X, None, params), repeats)
-            times[key], errors[key] = t, _rel(_flat(K), ref_full)
-
-    if "dense" not in skip:
-        @jax.jit
-        def dense_blocks(params, X):
-            jac = jax.jacrev(lambda p: apply_fn(p, X).reshape(-1))(params)  # leaves (N·C, *shape)
-            blocks = []
-            for l in range(DEPTH):
-                leaves = jax.tree_util.tree_leaves(jac[2 * l])
-                J = jnp.concatenate([a.reshape(a.shape[0], -1) for a in leaves], axis=1)
-                blocks.append(J @ J.T)
-            return jnp.stack(blocks)
-
-        t, D = _timed(lambda: dense_blocks(params, X), repeats)
-        times["dense"], errors["dense"] = t, _rel(D, ref)
-
-    return {"N": n, "M": width, "P": net.num_params, "times_s": times, "max_rel_err_vs_gram": errors,
-            "speedup_vs_gram": {k: v / times["gram"] for k, v in times.items()}}
+    fns = [jax.jit(nt.empirical_ntk_fn(layer_fn(l), trace_axes=(), implementation=int(method[2]), vmap_axes=0))
+           for l in range(DEPTH)]
+    return lambda: jnp.stack([_flat(fn(X, None, params[2 * l])) for l, fn in enumerate(fns)])
 
 
-def make_figure(results, widths, ns):
+def case(method: str, n: int, width: int, repeats: int, ref_path: str) -> dict:
+    """One (method, N, M) point, run in its own process (main --case)."""
+    rss_imports = peak_rss_mb()
+    net, params, X = _problem(n, width)
+    t, runs, out = timed(_method_fn(method, net, params, X), repeats)
+    out = np.asarray(out)
+    if method == "gram":
+        np.save(ref_path, out)
+        err = 0.0
+    else:
+        ref = np.load(ref_path)
+        err = rel(out, ref.sum(axis=0) if method.endswith("_full") else ref)
+    return {"method": method, "N": n, "M": width, "P": net.num_params, "time_s": t, "runs_s": runs,
+            "max_rel_err_vs_gram": err, "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": rss_imports}
+
+
+def _limit_memory(gib):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_AS, (int(gib * 2**30), int(gib * 2**30)))
+    return apply
+
+
+def run_case(method, n, width, repeats, ref_path, memory_gib, timeout) -> dict:
+    """``case`` in a fresh Python under an address-space limit; failures become records."""
+    spec = json.dumps(dict(method=method, n=n, width=width, repeats=repeats, ref_path=ref_path))
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", spec], capture_output=True,
+                              text=True, timeout=timeout, preexec_fn=_limit_memory(memory_gib))
+    except subprocess.TimeoutExpired:
+        return {"method": method, "N": n, "M": width, "completed": False,
+                "reason": f"over the {timeout:.0f} s time limit"}
+    if proc.returncode != 0:
+        err = proc.stderr.strip().splitlines()
+        oom = any(k in proc.stderr for k in ("RESOURCE_EXHAUSTED", "MemoryError", "bad_alloc", "Out of memory",
+                                             "failed to allocate", "Cannot allocate"))
+        why = f"out of memory (address space limited to {memory_gib:.0f} GiB)" if oom else \
+            f"exit {proc.returncode}: {err[-1][:200] if err else ''}"
+        return {"method": method, "N": n, "M": width, "completed": False, "reason": why,
+                "wall_s": time.perf_counter() - t0}
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["completed"] = True
+    return out
+
+
+def make_figure(records, widths, ns, memory_gib):
     fig, axes = plotting.figure(1, len(widths), sharey=True, squeeze=False,
                                 title=f"Per-layer NTK blocks, L = {DEPTH}, C = {OUT_DIM}, float64, "
-                                f"{jax.devices()[0].platform.upper()}")
+                                f"{jax.devices()[0].platform.upper()}; × = did not complete within {memory_gib:.0f} GiB "
+                                "/ time limit")
     markers = dict(zip(METHODS, "osD^vx"))
+    done = [r for r in records if r["completed"]]
+    top = max(r["time_s"] for r in done) * 3
     for ax, width in zip(axes[0], widths):
-        rows = [r for r in results if r["M"] == width]
-        for method in METHODS:
-            pts = [(r["N"], r["times_s"][method]) for r in rows if method in r["times_s"]]
-            if not pts:
-                continue
-            x, y = zip(*pts)
-            ax.plot(x, y, marker=markers[method], label=LABELS[method],
-                    linestyle="--" if method.endswith("_full") else "-",
-                    linewidth=2.4 if method == "gram" else 1.5)
+        for i, method in enumerate(METHODS):
+            pts = [(r["N"], r["time_s"]) for r in done if r["M"] == width and r["method"] == method]
+            color = plotting.COLORS[i]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, marker=markers[method], color=color, label=LABELS[method],
+                        linestyle="--" if method.endswith("_full") else "-", linewidth=2.4 if method == "gram" else 1.5)
+            fails = [r["N"] for r in records if r["M"] == width and r["method"] == method and not r["completed"]]
+            if fails:
+                ax.plot(fails, [top] * len(fails), marker="x", linestyle="none", color=color, markersize=9)
+        for r in done:  # speed-up of the Gram form over NT impl 1 (per layer)
+            if r["M"] == width and r["method"] == "nt1_layers" and "speedup" in r:
+                ax.annotate(f"{r['speedup']:.0f}×", (r["N"], r["time_s"]), textcoords="offset points",
+                            xytext=(6, 6), fontsize=8, color=plotting.COLORS[1])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(ns)
         ax.set_xticklabels([str(n) for n in ns])
         ax.set_xlabel("number of inputs N")
         ax.set_title(f"width M = {width}")
-        # speed-up of the Gram form over NT impl 1 (per layer), written next to each point
-        for r in rows:
-            if "nt1_layers" in r["times_s"]:
-                ax.annotate(f"{r['speedup_vs_gram']['nt1_layers']:.0f}×", (r["N"], r["times_s"]["nt1_layers"]),
-                            textcoords="offset points", xytext=(6, 6), fontsize=8, color=plotting.COLORS[1])
         ax.margins(x=0.15)
     axes[0][0].set_ylabel("time per call [s] (median)")
     axes[0][0].text(0.02, 0.98, "k× = NT impl 1 per-layer time / Gram-form time", transform=axes[0][0].transAxes,
@@ -165,80 +193,125 @@ def make_figure(results, widths, ns):
     return fig
 
 
+def table(records, ns, widths) -> str:
+    lines = [f"time per call [s] (× = slower than the Gram form; — = did not complete); L={DEPTH}, C={OUT_DIM}, "
+             "float64, CPU", f"{'N':>5} {'M':>5} | " + " | ".join(f"{m:>18}" for m in METHODS) + " | Gram peak RSS"]
+    by = {(r["method"], r["N"], r["M"]): r for r in records}
+    for width in widths:
+        for n in ns:
+            cells = []
+            for m in METHODS:
+                r = by.get((m, n, width))
+                if r is None or not r["completed"]:
+                    cells.append(f"{'—':>18}")
+                elif m == "gram":
+                    cells.append(f"{r['time_s']:18.4f}")
+                else:
+                    cells.append(f"{r['time_s']:9.3f} ({r['speedup']:6.1f}×)")
+            g = by.get(("gram", n, width))
+            rss = f"{g['peak_rss_mb']:.0f} MB" if g and g["completed"] else "—"
+            lines.append(f"{n:>5} {width:>5} | " + " | ".join(cells) + f" | {rss}")
+    fails = [r for r in records if not r["completed"]]
+    if fails:
+        lines.append("did not complete: " + "; ".join(f"{r['method']} N={r['N']} M={r['M']}: {r['reason']}"
+                                                      for r in fails))
+    errs = [r["max_rel_err_vs_gram"] for r in records if r["completed"] and r["method"] != "gram"]
+    lines.append(f"max relative difference of any completed method vs the Gram form: {max(errs, default=0):.1e}")
+    return "\n".join(lines)
+
+
+def run(quick: bool = False, out_dir="figures", repeats: int | None = None, log=None, profile: str | None = None,
+        memory_gib: float = 24.0, skip=()) -> dict:
+    """Every (M, N, method) in a memory-limited subprocess; writes out_dir/bench_kernels.{png,json}."""
+    from _common import profile_config
+
+    log = log or default_log
+    profile, prof = profile_config(PROFILES, quick, profile, repeats)
+    total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    memory_gib = min(memory_gib, 0.9 * total_gib)
+    load_start = load_average()
+    t_start = time.perf_counter()
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for width in prof["widths"]:
+            gave_up = set()  # a method that failed at this width is not tried at a larger N
+            for n in prof["ns"]:
+                ref_path = os.path.join(tmp, f"gram_{n}_{width}.npy")
+                for method in METHODS:
+                    if method in skip:
+                        continue
+                    if method in gave_up:
+                        records.append({"method": method, "N": n, "M": width, "completed": False,
+                                        "reason": "not tried: did not complete at a smaller N"})
+                        continue
+                    r = run_case(method, n, width, prof["repeats"], ref_path, memory_gib, prof["timeout"])
+                    if method == "gram" and not r["completed"]:
+                        raise RuntimeError(f"the Gram form failed at N={n}, M={width}: {r['reason']}")
+                    if not r["completed"]:
+                        gave_up.add(method)
+                    records.append(r)
+                    log(f"  N={n} M={width} {method}: " + (f"{r['time_s']:.3f} s, {r['peak_rss_mb']:.0f} MB"
+                                                           if r["completed"] else r["reason"]))
+    wall = time.perf_counter() - t_start
+    gram = {(r["N"], r["M"]): r["time_s"] for r in records if r["method"] == "gram"}
+    for r in records:
+        if r["completed"]:
+            r["speedup"] = r["time_s"] / gram[(r["N"], r["M"])]
+    worst = max((r["max_rel_err_vs_gram"] for r in records if r["completed"]), default=0.0)
+    targets = [{"name": "every completed method equals the Gram form (max rel diff)", "value": worst,
+                "target": "<= 1e-10", "met": worst <= 1e-10}]
+    at = [r for r in records if r["method"] == "nt1_layers" and r["N"] == 256 and r["M"] == 1024 and r["completed"]]
+    if at:
+        targets.append({"name": "NT impl 1 per layer / Gram form at N=256, M=1024", "value": at[0]["speedup"],
+                        "target": ">= 100", "met": at[0]["speedup"] >= 100})
+    big = [r for r in records if r["N"] == max(prof["ns"]) and r["M"] == max(prof["widths"])]
+    completed_big = [r["method"] for r in big if r["completed"]]
+    if max(prof["ns"]) >= 1024 and max(prof["widths"]) >= 4096:
+        targets.append({"name": f"methods completing at N={max(prof['ns'])}, M={max(prof['widths'])} within "
+                        f"{memory_gib:.0f} GiB ({', '.join(completed_big)})", "value": len(completed_big),
+                        "target": "== 1 (only the Gram form)", "met": completed_big == ["gram"]})
+    text = "\n".join([table(records, prof["ns"], prof["widths"]), ""] + targets_lines(targets)
+                     + [f"load average at start {load_start}, at end {load_average()}; wall {wall:.0f} s"])
+    config = {"profile": profile, **{k: list(v) if isinstance(v, tuple) else v for k, v in prof.items()},
+              "depth": DEPTH, "in_dim": IN_DIM, "out_dim": OUT_DIM, "activation": "relu", "bias": True,
+              "memory_limit_gib": memory_gib, "physical_memory_gib": total_gib, "skip": sorted(skip),
+              "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(), "load_average_start": load_start}
+    fig = make_figure(records, prof["widths"], prof["ns"], memory_gib)
+    png, js = plotting.save(fig, NAME, {"records": records, "methods": LABELS, "targets": targets,
+                                        "worst_rel_err_vs_gram": worst}, out_dir=out_dir, config=config, wall_time=wall)
+    return {"name": NAME, "png": png, "json": js, "table": text, "wall_time_s": wall, "targets": targets,
+            "ok": worst <= 1e-10,
+            "ratios": {f"{r['method']}@N={r['N']},M={r['M']}": r["speedup"] for r in records
+                       if r["completed"] and r["method"] != "gram"},
+            "peak_rss_mb": {f"gram N={r['N']} M={r['M']}": r["peak_rss_mb"] for r in big if r["completed"]}}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small sizes (N ∈ {32, 64}, M ∈ {128, 256}), 2 repeats")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 5, quick 2)")
+    p.add_argument("--quick", action="store_true", help="N ∈ {64, 256}, M ∈ {256, 1024}")
+    p.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds; numbers meaningless)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 3, quick 2)")
     p.add_argument("--out-dir", default="figures", help="where to write bench_kernels.{png,json}")
+    p.add_argument("--memory-gib", type=float, default=24.0, help="address-space limit per case (default 24)")
     p.add_argument("--skip", default="", help="comma-separated methods to leave out, e.g. nt2_full")
-    p.add_argument("--replot", metavar="JSON", help="redraw the figure from a saved bench_kernels.json "
-                   "(no timing; data, config and wall time are kept)")
+    p.add_argument("--blas-threads", default="auto", help="accepted for a uniform command line; unused here")
+    p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.replot:
-        import json
-
-        with open(args.replot, encoding="utf-8") as fh:
-            saved = json.load(fh)
-        cfg = saved["config"]
-        fig = make_figure(saved["data"]["results"], cfg["M"], cfg["N"])
-        png, js = plotting.save(fig, "bench_kernels", saved["data"], out_dir=args.out_dir,
-                                config={**cfg, "replotted_from": saved["timestamp_utc"]},
-                                wall_time=saved["wall_time_s"])
-        print(f"redrew {png} and {js} from {args.replot}")
+    if args.case:
+        out = case(**json.loads(args.case))
+        print(json.dumps(plotting.to_jsonable(out)))
         return 0
-    ns, widths = ((32, 64), (128, 256)) if args.quick else ((64, 256), (256, 1024))
-    repeats = args.repeats or (2 if args.quick else 5)
-    if repeats < 1:
+    if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be >= 1")
     skip = {s for s in args.skip.split(",") if s}
     if unknown := skip - set(METHODS[1:]):
         p.error(f"unknown --skip methods {sorted(unknown)}; choose from {', '.join(METHODS[1:])}")
-
-    cpu = jax.devices("cpu")[0]
-    t_start = time.perf_counter()
-    results = []
-    with jax.default_device(cpu):
-        for width in widths:
-            for n in ns:
-                r = bench_case(n, width, repeats, skip)
-                results.append(r)
-                print(f"  done N={n} M={width} ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
-    wall = time.perf_counter() - t_start
-
-    cols = [m for m in METHODS if any(m in r["times_s"] for r in results)]
-    head = f"{'N':>5} {'M':>5} {'P':>9} | " + " | ".join(f"{m:>17}" for m in cols)
-    print(f"time per call in ms (× = slower than the Gram form); L={DEPTH}, C={OUT_DIM}, float64 on "
-          f"{cpu.platform}, median of {repeats} (3 for calls > 2 s, 2 for calls > 10 s)")
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        cells = []
-        for m in cols:
-            t = r["times_s"].get(m)
-            cells.append(f"{'—':>17}" if t is None else
-                         f"{t * 1e3:9.2f} ({r['speedup_vs_gram'][m]:5.1f}×)" if m != "gram" else f"{t * 1e3:17.2f}")
-        print(f"{r['N']:>5} {r['M']:>5} {r['P']:>9} | " + " | ".join(cells))
-    print("max relative error vs the Gram form:")
-    for r in results:
-        errs = ", ".join(f"{k} {v:.1e}" for k, v in r["max_rel_err_vs_gram"].items())
-        print(f"  N={r['N']:<4} M={r['M']:<5} {errs}")
-    worst = max((v for r in results for v in r["max_rel_err_vs_gram"].values()), default=0.0)
-    target = [r for r in results if r["N"] == 256 and r["M"] == 1024 and "nt1_layers" in r["times_s"]]
-    if target:
-        s = target[0]["speedup_vs_gram"]["nt1_layers"]
-        print(f"target (Gram ≥ 50× faster than NT impl 1 per layer at N=256, M=1024): {s:.0f}× "
-              f"{'MET' if s >= 50 else 'NOT MET'}")
-
-    fig = make_figure(results, widths, ns)
-    config = {"quick": args.quick, "repeats": repeats, "depth": DEPTH, "in_dim": IN_DIM, "out_dim": OUT_DIM,
-              "activation": "relu", "bias": True, "N": list(ns), "M": list(widths), "skip": sorted(skip),
-              "device": str(cpu)}
-    png, js = plotting.save(fig, "bench_kernels", {"results": results, "methods": LABELS,
-                                                   "worst_rel_err_vs_gram": worst},
-                            out_dir=args.out_dir, config=config, wall_time=wall)
-    print(f"wrote {png} and {js} ({wall:.0f} s)")
-    return 0 if worst <= 1e-10 else 1
+    out = run(quick=args.quick, out_dir=args.out_dir, repeats=args.repeats, profile="tiny" if args.tiny else None,
+              memory_gib=args.memory_gib, skip=skip)
+    print(out["table"])
+    print(f"wrote {out['png']} and {out['json']}")
+    return 0 if out["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -192,14 +192,21 @@ def layer_kernels(net: Network, X, X2=None, params=None, tile: int | None = None
 
 
 def _tiled_grams(net: Network, params, X, X2, tile: int, symmetric: bool):
-    """Blocks (i, j) of the per-layer Grams, each computed on one device; j ≥ i only when X2 is X."""
-    devices = jax.devices()
+    """Blocks (i, j) of the per-layer Grams, each computed on one device; j ≥ i only when X2 is X.
+
+    Blocks are dealt round-robin to processes (``jax.process_count() > 1`` after
+    ``jax.distributed.initialize``) and, within a process, to its local devices; each block has
+    exactly one owner, so the global Grams are the sum over processes of the owners' blocks
+    (docs/scaling.md). With one process this is the single-host tiling."""
+    devices = jax.local_devices()
+    n_proc, rank = jax.process_count(), jax.process_index()
     c = 1 if params is None else net.out_dim
     n1, n2 = X.shape[0], X2.shape[0]
-    fwd = np.empty((net.depth, n1, n2))
-    bwd = np.empty((net.depth, n1 * c, n2 * c))
+    alloc = np.zeros if n_proc > 1 else np.empty  # unowned blocks must add 0 in the sum over processes
+    fwd = alloc((net.depth, n1, n2))
+    bwd = alloc((net.depth, n1 * c, n2 * c))
     starts1, starts2 = range(0, n1, tile), range(0, n2, tile)
-    pairs = [(i, j) for i in starts1 for j in starts2 if not (symmetric and j < i)]
+    pairs = [(i, j) for i in starts1 for j in starts2 if not (symmetric and j < i)][rank::n_proc]
     placed_params = {}
     pending = []
     for k, (i, j) in enumerate(pairs):
@@ -216,6 +223,11 @@ def _tiled_grams(net: Network, params, X, X2, tile: int, symmetric: bool):
         if len(pending) >= 2 * len(devices):  # bounded number of blocks in flight
             _store_blocks(pending, fwd, bwd, c, symmetric)
     _store_blocks(pending, fwd, bwd, c, symmetric)
+    if n_proc > 1:
+        from jax.experimental import multihost_utils
+
+        fwd = np.asarray(multihost_utils.process_allgather(fwd)).sum(axis=0)
+        bwd = np.asarray(multihost_utils.process_allgather(bwd)).sum(axis=0)
     return jnp.asarray(fwd), jnp.asarray(bwd)
 
 

@@ -81,6 +81,50 @@ def test_four_host_devices_equal_one_device():
         assert np.max(np.abs(np.array(one[name]) - np.array(four[name]))) <= 1e-12
 
 
+_MULTIPROCESS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+    import numpy as np, ntk_ngd as nn
+    net = nn.mlp(depth=3, width=16, in_dim=5, out_dim=2)
+    X = np.random.default_rng(0).standard_normal((23, 5))
+    out = {"processes": jax.process_count(), "local_devices": len(jax.local_devices())}
+    for name, params in (("inf", None), ("finite", net.init(0))):
+        tiled = nn.layer_kernels(net, X, params=params, tile=4)      # blocks dealt to both processes
+        with jax.default_device(jax.local_devices()[0]):
+            ref = nn.layer_kernels(net, X, params=params)            # untiled, this process alone
+        out[name] = max(float(np.max(np.abs(np.asarray(getattr(tiled, f)) - np.asarray(getattr(ref, f)))))
+                        for f in ("fwd", "bwd", "ntk"))
+    json.dump(out, sys.stdout)
+    """
+)
+
+
+def test_two_processes_jax_distributed_equal_one():
+    """Tiles dealt over 2 processes (jax.distributed, gloo collectives on CPU) and summed equal the
+    single-process kernels; each process owns only every other block, so a lost or doubled block
+    would show as an O(1) difference."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, "-c", _MULTIPROCESS_SCRIPT, f"localhost:{port}", str(rank)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    for stdout, _ in outs:
+        res = json.loads(stdout.strip().splitlines()[-1])
+        assert res["processes"] == 2
+        # infinite-width ReLU diagonal: sqrt-amplified rounding, see test_tiled_equals_untiled
+        assert res["inf"] <= 1e-8 and res["finite"] <= 1e-12, res
+
+
 _MEMORY_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys, time

@@ -85,8 +85,25 @@ def report_markdown(out_dir: str, total_time: float) -> str:
     if benches:
         lines += ["## Benchmarks", "", "Timings measured side by side in one run (`ntk-ngd bench`); the numbers, "
                   "ratios, machine and load are in each JSON file.", ""]
-        lines += [f"![{b[:-4]}]({b}) — data: [{b[:-4]}.json]({b[:-4]}.json)" + "\n" for b in benches]
+        for b in benches:
+            lines += [f"### {b[:-4]}", "", f"![{b[:-4]}]({b}) — data: [{b[:-4]}.json]({b[:-4]}.json)", ""]
+            lines += _bench_targets(os.path.join(out_dir, b[:-4] + ".json"))
     return "\n".join(lines)
+
+
+def _bench_targets(path: str) -> list[str]:
+    """The targets a benchmark JSON states (name, measured value, target, met), as a table."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        record = json.load(fh)
+    targets = record.get("data", {}).get("targets") or []
+    config = record.get("config", {})
+    head = [f"Profile `{config.get('profile', '?')}`, wall {record.get('wall_time_s') or 0:.0f} s, load average at "
+            f"start {config.get('load_average_start', '?')} on {config.get('cpu_count', '?')} cores.", ""]
+    rows = ["| target | measured | wanted | met |", "|---|---|---|---|"]
+    rows += [f"| {t['name']} | {_number(t['value'])} | {t['target']} | {'yes' if t['met'] else 'NO'} |" for t in targets]
+    return head + (rows if targets else []) + [""]
 
 
 def write_report(out_dir, total_time, extra_sections: str = "") -> str:
