@@ -13,6 +13,7 @@ from . import _config
 _config.apply()
 
 from . import datasets, deep_linear, dense, methods, training  # noqa: E402
+from . import fisher_variance  # noqa: E402
 from .diagnostics import isotropy, predict  # noqa: E402
 from .dynamics import simulate  # noqa: E402
 from .function_space import method_kernels, preconditioned_kernel  # noqa: E402
@@ -20,6 +21,7 @@ from .kernels import LayerKernels, layer_kernels  # noqa: E402
 from .networks import Network, mlp  # noqa: E402
 from .preprocessing import forster_transform, leverage_scores  # noqa: E402
 from .training import train  # noqa: E402
+from . import cross_entropy  # noqa: E402
 
 METHODS = methods.METHODS
 

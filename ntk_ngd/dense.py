@@ -36,7 +36,10 @@ kron(A_l⁺, B_l⁺)), ``kfac_readout="paper"`` uses B_L/N for the readout layer
 one block per (layer l, output unit j): the column W̃_l[:, j] · ``ef`` Σ_n g_n g_nᵀ / N with
 g_n = J_nᵀ r_n · ``sf`` (1/k) Σ_s Σ_n J_nᵀ ε_n ε_nᵀ J_n / N, ε ~ ``default_rng(seed)
 .standard_normal((k, N, C))`` · ``ief`` (update only) Δθ = −η G_matᵀ (G_mat G_matᵀ + λI)⁻¹ s,
-rows g_n, s_n = ||r_n||².
+rows g_n, s_n = ||r_n||². ``kpsvd`` (option ``rank`` k) blockdiag_l Σ_{i≤k} σ_i A_i ⊗ B_i from an explicit
+SVD of Van Loan's rearrangement of F_l = J_lᵀJ_l/N · ``ekfac`` blockdiag_l U diag(s) Uᵀ with U = kron(U_A, U_B)
+from ``numpy.linalg.eigh`` of the K-FAC factors and s = diag(Uᵀ F_l U) · ``diag`` diag(F). All three are
+damped additively (G + ρI) and pseudo-inverted per layer block at ρ = 0 (:func:`kron_fit`).
 """
 from __future__ import annotations
 
@@ -55,7 +58,10 @@ from .networks import Network
 MAX_PARAMS = 20000
 
 #: Methods that define a function-space kernel Θ_G.
-KERNEL_METHODS = ("gd", "exact", "block_diag", "block_tridiag", "pattern", "kfac", "unit_wise", "ef", "sf")
+KERNEL_METHODS = ("gd", "exact", "block_diag", "block_tridiag", "pattern", "kfac", "unit_wise", "ef", "sf",
+                  "kpsvd", "ekfac", "diag")
+#: Methods whose layer block is fitted to the explicit Fisher block F_l (see :func:`kron_fit`).
+KRON_METHODS = ("kpsvd", "ekfac", "diag")
 #: Every method, ``ief`` (an update, not a kernel) included.
 METHODS = KERNEL_METHODS + ("ief",)
 KFAC_READOUTS = ("common", "paper")
@@ -220,6 +226,51 @@ def kfac_factors(net: Network, params, X, kfac_readout: str = "common") -> list[
 
 
 # --------------------------------------------------------------------------------------------
+# Kronecker fits of one explicit layer block (KPSVD, EKFAC, diagonal)
+# --------------------------------------------------------------------------------------------
+def rearrange(F_block: np.ndarray, d: int, m: int) -> np.ndarray:
+    """Van Loan's rearrangement R(F) (d² × m²) of a (d·m)² block: R(A ⊗ B) = vec(A) vec(B)ᵀ.
+
+    Entry F[i·m + j, i'·m + j'] (parameter (i, j) = row i of W̃, column j) goes to R[(i, i'), (j, j')].
+    """
+    return F_block.reshape(d, m, d, m).transpose(0, 2, 1, 3).reshape(d * d, m * m)
+
+
+def kpsvd_terms(F_block: np.ndarray, d: int, m: int, rank: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    """[(σ_i, A_i, B_i)]: the top-``rank`` terms of the explicit SVD of R(F) (||A_i||_F = ||B_i||_F = 1);
+    singular values ≤ max(d², m²)·eps·σ_1 are dropped (numerically zero terms)."""
+    U, sig, Vt = np.linalg.svd(rearrange(F_block, d, m), full_matrices=False)
+    keep = max(1, min(rank, int(np.sum(sig > max(d * d, m * m) * _EPS * sig[0]))))
+    return [(float(sig[i]), U[:, i].reshape(d, d), Vt[i].reshape(m, m)) for i in range(keep)]
+
+
+def ekfac_basis(A: np.ndarray, B: np.ndarray, F_block: np.ndarray):
+    """(U = kron(U_A, U_B), s = diag(Uᵀ F U)): EKFAC's basis and its Fisher-fitted eigenvalues."""
+    U = np.kron(np.linalg.eigh(A)[1], np.linalg.eigh(B)[1])
+    return U, np.einsum("pi,pq,qi->i", U, F_block, U)
+
+
+def kron_fit(method: str, F_block: np.ndarray, d: int, m: int, rank: int = 1, factors=None) -> np.ndarray:
+    """The undamped approximation of one explicit layer block F_l (d·m square) for ``method`` in
+    :data:`KRON_METHODS`; ``factors`` = (A_l, B_l), K-FAC's factors, for ``ekfac``."""
+    _check_method(method, KRON_METHODS)
+    if method == "diag":
+        return np.diag(np.diag(F_block))
+    if method == "ekfac":
+        U, s = ekfac_basis(*factors, F_block)
+        return (U * s) @ U.T
+    G = sum(sig * np.kron(A, B) for sig, A, B in kpsvd_terms(F_block, d, m, rank))
+    return (G + G.T) / 2
+
+
+def layer_fisher_blocks(net: Network, params, X) -> list[np.ndarray]:
+    """The exact per-layer Fisher blocks F_l = J_lᵀJ_l/N from the explicit Jacobian."""
+    J = jacobian(net, params, X)
+    N = np.asarray(X).shape[0]
+    return [J[:, sl].T @ J[:, sl] / N for sl in layer_slices(net)]
+
+
+# --------------------------------------------------------------------------------------------
 # Inverses of symmetric blocks
 # --------------------------------------------------------------------------------------------
 def sym_pinv(G: np.ndarray, rcond: float | None = None) -> np.ndarray:
@@ -332,7 +383,8 @@ def _jacobians(net: Network, params, X, X_test=None):
     return J[:n], J[n:]
 
 
-def _build(net, params, X, method, damping, residual, k, seed, pattern, kfac_readout, rcond, X_test=None):
+def _build(net, params, X, method, damping, residual, rcond, X_test=None, *, k=1, seed=0, pattern=None,
+           kfac_readout="common", rank=1):
     """(G, _Preconditioner, J, J_test) for a kernel method; every input is checked first."""
     _check_net(net)
     _check_method(method, METHODS)
@@ -345,6 +397,9 @@ def _build(net, params, X, method, damping, residual, k, seed, pattern, kfac_rea
     _validate.choice("kfac_readout", kfac_readout, KFAC_READOUTS)
     if pattern is not None and method != "pattern":
         raise ValueError(f"pattern= is only used by method 'pattern', not {method!r}")
+    rank = _validate.positive_int("kpsvd rank (number of Kronecker terms)", rank)
+    if rank != 1 and method != "kpsvd":
+        raise ValueError(f"rank= is only used by method 'kpsvd', not {method!r}")
     X = net.check_inputs(X)
     N, C, P = X.shape[0], net.out_dim, net.num_params
     if method == "ef":
@@ -381,6 +436,15 @@ def _build(net, params, X, method, damping, residual, k, seed, pattern, kfac_rea
         G = G * mask
         blocks = [np.concatenate([np.arange(P)[slices[a]] for a in comp]) for comp in _components(S)]
         return G, _Preconditioner(P, G, blocks, damping, rcond), J, Jt
+    if method in KRON_METHODS:
+        F = J.T @ J / N
+        factors = kfac_factors(net, params, X) if method == "ekfac" else [None] * net.depth
+        G = np.zeros((P, P))
+        for sl, (fi, fo), AB in zip(slices, net.layer_shapes, factors):
+            G[sl, sl] = kron_fit(method, F[sl, sl], fi + int(net.bias), fo, rank=rank, factors=AB)
+        # diag: one 1×1 block per parameter, so the pseudo-inverse keeps every d_p > 0 (the ρ → 0⁺ limit)
+        blocks = [np.array([p]) for p in range(P)] if method == "diag" else [np.arange(P)[sl] for sl in slices]
+        return G, _Preconditioner(P, G, blocks, damping, rcond), J, Jt
     if method == "unit_wise":
         G = np.zeros((P, P))
         blocks = _unit_blocks(net)
@@ -416,6 +480,7 @@ def fisher_approximation(
     seed: int = 0,
     pattern=None,
     kfac_readout: str = "common",
+    rank: int = 1,
 ) -> np.ndarray:
     """The approximation G (P×P) of the Fisher F = JᵀJ/N for a kernel method.
 
@@ -423,7 +488,8 @@ def fisher_approximation(
     factored damping is part of the approximation: blockdiag_l kron(A_l + √ρ I, B_l + √ρ I).
     ``gd`` returns the identity. ``residual`` (N×C or NC) is required for ``ef``.
     """
-    G, _, _, _ = _build(net, params, X, method, damping, residual, k, seed, pattern, kfac_readout, None)
+    G, _, _, _ = _build(net, params, X, method, damping, residual, None, k=k, seed=seed, pattern=pattern,
+                        kfac_readout=kfac_readout, rank=rank)
     return G
 
 
@@ -432,16 +498,21 @@ def inverse_preconditioner(
 ) -> np.ndarray:
     """The explicit P×P matrix M = (G + ρI)⁻¹ (blockwise pseudo-inverse at ρ = 0; for ``kfac``
     blockdiag kron((A + √ρ)⁻¹, (B + √ρ)⁻¹); identity for ``gd``)."""
-    k, seed, pattern, readout = opts.pop("k", 1), opts.pop("seed", 0), opts.pop("pattern", None), \
-        opts.pop("kfac_readout", "common")
-    _no_extra(opts)
-    _, pre, _, _ = _build(net, params, X, method, damping, residual, k, seed, pattern, readout, rcond)
+    _, pre, _, _ = _build(net, params, X, method, damping, residual, rcond, **_method_options(opts))
     return pre.apply(np.eye(net.num_params))
 
 
 def _no_extra(opts):
     if opts:
-        raise ValueError(f"unexpected options {sorted(opts)}; valid: k, seed, pattern, kfac_readout, rcond")
+        raise ValueError(f"unexpected options {sorted(opts)}; valid: k, seed, pattern, kfac_readout, rank, rcond")
+
+
+def _method_options(opts) -> dict:
+    """The method options of the public functions (``k``, ``seed``, ``pattern``, ``kfac_readout``, ``rank``)."""
+    out = {"k": opts.pop("k", 1), "seed": opts.pop("seed", 0), "pattern": opts.pop("pattern", None),
+           "kfac_readout": opts.pop("kfac_readout", "common"), "rank": opts.pop("rank", 1)}
+    _no_extra(opts)
+    return out
 
 
 def preconditioned_kernel(
@@ -460,10 +531,7 @@ def preconditioned_kernel(
     Θ_G(X_a, X) = J(X_a) (G + ρI)⁻¹ J(X)ᵀ / N, through a blockwise symmetric solve (ρ > 0) or
     pseudo-inverse (ρ = 0). ``opts``: ``k``, ``seed`` (sf), ``pattern``, ``kfac_readout``.
     """
-    k, seed, pattern, readout = opts.pop("k", 1), opts.pop("seed", 0), opts.pop("pattern", None), \
-        opts.pop("kfac_readout", "common")
-    _no_extra(opts)
-    _, pre, J, Jt = _build(net, params, X, method, damping, residual, k, seed, pattern, readout, rcond, X_test)
+    _, pre, J, Jt = _build(net, params, X, method, damping, residual, rcond, X_test, **_method_options(opts))
     N = np.asarray(X).shape[0]
     MJt = pre.apply(J.T)
     return J @ MJt / N, (None if Jt is None else Jt @ MJt / N)
@@ -528,10 +596,7 @@ def _update(net, params, X, Y, method, lr, damping, rcond, X_test, opts):
             return -lr * (g.T @ coef), J, Jt
         cut = max(g.shape) * _EPS if rcond is None else rcond
         return -lr * (np.linalg.pinv(g, rcond=cut) @ s), J, Jt
-    k, seed, pattern, readout = opts.pop("k", 1), opts.pop("seed", 0), opts.pop("pattern", None), \
-        opts.pop("kfac_readout", "common")
-    _no_extra(opts)
-    _, pre, J, Jt = _build(net, params, X, method, damping, r, k, seed, pattern, readout, rcond, X_test)
+    _, pre, J, Jt = _build(net, params, X, method, damping, r, rcond, X_test, **_method_options(opts))
     grad = J.T @ r.reshape(-1) / N
     return -lr * pre.apply(grad), J, Jt
 

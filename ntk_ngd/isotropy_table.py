@@ -1,5 +1,7 @@
 """The isotropy table: measured α and deviation of every method × depth × width beside the
-theoretical α and the first failed condition (THEORY.md claims 1–7, issue 4)."""
+theoretical α and the first failed condition (THEORY.md claims 1–7, issue 4, and "Kronecker-basis
+approximations: KPSVD, EKFAC, diagonal Fisher"). Where the theory gives the kernel's diagonal in
+closed form (kpsvd, ekfac, diag) the row also holds the deviation that diagonal implies."""
 from __future__ import annotations
 
 import warnings
@@ -11,10 +13,12 @@ from . import datasets, methods
 from .diagnostics import isotropy, predict
 from .function_space import method_kernels
 from .kernels import layer_kernels
+from .methods.diagonal import with_inputs
 from .networks import mlp
 
 #: Methods shown by default (sf is random; it has its own figure).
-DEFAULT_METHODS = ("gd", "exact", "block_diag", "block_tridiag", "kfac", "unit_wise", "ef", "ief")
+DEFAULT_METHODS = ("gd", "exact", "block_diag", "block_tridiag", "kfac", "unit_wise", "ef", "ief", "kpsvd", "ekfac",
+                   "diag")
 
 
 def isotropy_rows(
@@ -32,7 +36,8 @@ def isotropy_rows(
 
     Data: :func:`datasets.synthetic` (inputs on the sphere). Residual for ef/ief: f₀(X) − Y at
     finite width, −Y at infinite width (the mean-zero prior). Unit-wise α grows with the width,
-    so its infinite-width row uses the largest finite width given as the nominal M."""
+    so its infinite-width row uses the largest finite width given as the nominal M. The diagonal
+    Fisher exists at finite width only: its infinite-width rows are n/a with the reason."""
     for m in method_names:
         methods.get(m)
     X, Y = datasets.synthetic(n, in_dim, seed=seed)
@@ -45,6 +50,8 @@ def isotropy_rows(
             f0 = 0.0 if params is None else np.asarray(net.apply(params, X))
             residual = f0 - Y
             lk = layer_kernels(net, X, params=params)
+            if params is not None and "diag" in method_names:
+                lk = with_inputs(lk, net, params, X)  # the diagonal Fisher needs every unit's input
             for m in method_names:
                 rows.append(_row(net, X, m, params, lk, residual, damping, depth, width))
                 if progress is not None:
@@ -62,13 +69,14 @@ def _row(net, X, method, params, lk, residual, damping, depth, width) -> dict:
         iso = isotropy(K)
         pred = predict(net, X, method, params=params, damping=damping, lk=lk, **kwargs)
     except ValueError as err:
-        row.update(alpha=None, theory_alpha=None, deviation=None, isotropic=False, predicted_isotropic=False,
-                   failed=str(err))
+        row.update(alpha=None, theory_alpha=None, deviation=None, theory_deviation=None, isotropic=False,
+                   predicted_isotropic=False, failed=str(err))
         return row
     row.update(
         alpha=iso.alpha,
         theory_alpha=pred.alpha,
         deviation=iso.deviation,
+        theory_deviation=pred.deviation,
         isotropic=iso.is_isotropic(1e-8),
         predicted_isotropic=pred.isotropic,
         failed=pred.failed[0] if pred.failed else (pred.note if not pred.isotropic else ""),
@@ -83,7 +91,10 @@ def _fmt(x, spec):
 
 
 def verdict(row: dict) -> str:
-    """'isotropic' / 'not isotropic', a flag when measurement and theory disagree, the failed condition."""
+    """'isotropic' / 'not isotropic' ('n/a' where the method does not apply), a flag when measurement and
+    theory disagree, the failed condition."""
+    if row["alpha"] is None:
+        return f"n/a [{row['failed']}]"
     text = "isotropic" if row["isotropic"] else "not isotropic"
     if row["alpha"] is not None and row["isotropic"] != row["predicted_isotropic"]:
         text += " (THEORY DISAGREES)"
@@ -92,16 +103,17 @@ def verdict(row: dict) -> str:
 
 def format_table(rows: list[dict], markdown: bool = False) -> str:
     """One line per row: plain text, or a markdown table with ``markdown=True``."""
-    columns = ("method", "L", "width", "alpha", "theory alpha", "deviation", "verdict")
-    specs = ("<14", ">3", ">7", "13.6g", "13.6g", "11.1e", "")
+    columns = ("method", "L", "width", "alpha", "theory alpha", "deviation", "theory dev", "verdict")
+    specs = ("<14", ">3", ">7", "13.6g", "13.6g", "11.1e", "11.1e", "")
     if markdown:
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     else:
-        header_specs = ("<14", ">3", ">7", ">13", ">13", ">11")
+        header_specs = ("<14", ">3", ">7", ">13", ">13", ">11", ">11")
         lines = ["".join(format(c, s) for c, s in zip(columns, header_specs)) + "  verdict"]
         lines.append("-" * len(lines[0]))
     for r in rows:
-        cells = [r["method"], r["depth"], str(r["width"]), r["alpha"], r["theory_alpha"], r["deviation"]]
+        cells = [r["method"], r["depth"], str(r["width"]), r["alpha"], r["theory_alpha"], r["deviation"],
+                 r.get("theory_deviation")]
         if markdown:
             text = [str(c) if i < 3 else _fmt(c, ".6g" if i < 5 else ".1e") for i, c in enumerate(cells)]
             lines.append("| " + " | ".join(text) + f" | {verdict(r)} |")
@@ -116,14 +128,19 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def agreement(rows: list[dict]) -> dict:
-    """How often the measured verdict and α match theory (|α − α_th| ≤ 1e-8·α_th when isotropic)."""
+    """How often the measured verdict and α match theory (|α − α_th| ≤ 1e-8·α_th when isotropic), and
+    how far measured deviations are from predicted ones, |dev − dev_th|/max(dev_th, 1), where predicted."""
     checked = [r for r in rows if r["alpha"] is not None and r["theory_alpha"] is not None and r["predicted_isotropic"]]
     alpha_err = [abs(r["alpha"] - r["theory_alpha"]) / abs(r["theory_alpha"]) for r in checked]
     verdicts = [r["isotropic"] == r["predicted_isotropic"] for r in rows if r["alpha"] is not None]
+    dev_err = [abs(r["deviation"] - r["theory_deviation"]) / max(r["theory_deviation"], 1.0)
+               for r in rows if r["alpha"] is not None and r.get("theory_deviation") is not None]
     return {
         "rows": len(rows),
         "verdicts_agree": int(np.sum(verdicts)),
         "verdicts_checked": len(verdicts),
         "max_alpha_rel_error_where_isotropic": float(max(alpha_err)) if alpha_err else None,
         "max_deviation_where_isotropic": float(max(r["deviation"] for r in checked)) if checked else None,
+        "deviation_predictions": len(dev_err),
+        "max_deviation_error_where_predicted": float(max(dev_err)) if dev_err else None,
     }

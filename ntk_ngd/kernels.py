@@ -54,6 +54,10 @@ class LayerKernels:
     #: methods that split a layer below the Gram level (unit-wise).
     deltas: tuple | None = dataclasses.field(default=None, repr=False)
     deltas2: tuple | None = dataclasses.field(default=None, repr=False)
+    #: finite width only: scaled layer inputs h̃_{l−1} of X and of X2, per layer (N, d_l); needed by
+    #: methods that act on individual parameters (diag).
+    inputs: tuple | None = dataclasses.field(default=None, repr=False)
+    inputs2: tuple | None = dataclasses.field(default=None, repr=False)
 
     @property
     def depth(self) -> int:
@@ -107,7 +111,7 @@ def _gram_from_features(feats1, feats2):
         n1, c, _ = d1.shape
         n2 = d2.shape[0]
         bwd.append(jnp.einsum("ncm,pdm->ncpd", d1, d2).reshape(n1 * c, n2 * c))
-    return fwd, jnp.stack(bwd), tuple(deltas1), tuple(deltas2)
+    return fwd, jnp.stack(bwd), tuple(deltas1), tuple(deltas2), tuple(inputs1), tuple(inputs2)
 
 
 _finite_grams = jax.jit(
@@ -123,11 +127,12 @@ def _finite_grams_symmetric(net, params, X):
     return _gram_from_features(feats, feats)
 
 
-def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool, deltas=None, deltas2=None) -> LayerKernels:
+def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool, deltas=None, deltas2=None, inputs=None,
+              inputs2=None) -> LayerKernels:
     c = 1 if output_diagonal else out_dim
     fwd_c = jnp.repeat(jnp.repeat(fwd, c, axis=1), c, axis=2)
     return LayerKernels(fwd=fwd, bwd=bwd, ntk=fwd_c * bwd, out_dim=out_dim, output_diagonal=output_diagonal,
-                        deltas=deltas, deltas2=deltas2)
+                        deltas=deltas, deltas2=deltas2, inputs=inputs, inputs2=inputs2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,10 +190,11 @@ def layer_kernels(net: Network, X, X2=None, params=None, tile: int | None = None
         fwd, bwd = _infinite_grams(net, X, X2)
         return _assemble(fwd, bwd, net.out_dim, output_diagonal=True)
     if symmetric:
-        fwd, bwd, deltas, deltas2 = _finite_grams_symmetric(net, params, X)
+        fwd, bwd, deltas, deltas2, inputs, inputs2 = _finite_grams_symmetric(net, params, X)
     else:
-        fwd, bwd, deltas, deltas2 = _finite_grams(net, params, X, X2)
-    return _assemble(fwd, bwd, net.out_dim, output_diagonal=False, deltas=deltas, deltas2=deltas2)
+        fwd, bwd, deltas, deltas2, inputs, inputs2 = _finite_grams(net, params, X, X2)
+    return _assemble(fwd, bwd, net.out_dim, output_diagonal=False, deltas=deltas, deltas2=deltas2, inputs=inputs,
+                     inputs2=inputs2)
 
 
 def _tiled_grams(net: Network, params, X, X2, tile: int, symmetric: bool):

@@ -11,11 +11,8 @@ import scipy.linalg
 import ntk_ngd as nn
 from ntk_ngd.dynamics import residual_step, simulate
 from ntk_ngd.function_space import method_kernels
+from conftest import sphere_inputs as sphere
 
-
-def sphere(n, d, seed):
-    x = np.random.default_rng(seed).standard_normal((n, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")

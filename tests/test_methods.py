@@ -15,19 +15,12 @@ import ntk_ngd as nn
 from ntk_ngd import dense
 from ntk_ngd.diagnostics import isotropy, predict
 from ntk_ngd.function_space import method_kernels
+from conftest import rel_err, sphere_inputs as sphere
 
 KERNEL_METHODS = ("gd", "exact", "block_diag", "block_tridiag", "kfac", "unit_wise", "ef", "sf")
 TOL = 1e-8
 
 
-def rel_err(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
-
-
-def sphere(n, d, seed):
-    x = np.random.default_rng(seed).standard_normal((n, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def gram_kernels(net, X, method, params, damping, residual=None, X_test=None, **opts):

@@ -28,19 +28,26 @@ def add_problem_arguments(p, width_default: str) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of the summary")
 
 
-def selected_methods(args) -> tuple[str, ...]:
+def selected_methods(args, supported: tuple[str, ...] = RUNNABLE, command: str = "simulate") -> tuple[str, ...]:
+    """The --method choices; 'all' means every method in ``supported``."""
     chosen = args.method or ["all"]
     if "all" in chosen:
-        return RUNNABLE
+        return supported
     for m in chosen:
         methods.get(m)
+        if m not in supported and m != "pattern":
+            raise ValueError(f"method {m!r} is not available to `ntk-ngd {command}` here; choose from: "
+                             f"{', '.join(supported)}")
     return tuple(chosen)
+
+
+def is_infinite_width(args) -> bool:
+    return str(args.width).lower() in ("inf", "infinite")
 
 
 def build_problem(args, allow_infinite: bool):
     """(net, params or None, X, Y, X_test or None) from the parsed options."""
-    width = str(args.width).lower()
-    infinite = width in ("inf", "infinite")
+    infinite = is_infinite_width(args)
     if infinite and not allow_infinite:
         raise ValueError("--width inf is not trainable: give a finite hidden width")
     n_total = args.n + args.n_test
@@ -50,7 +57,7 @@ def build_problem(args, allow_infinite: bool):
     else:
         X, Y = datasets.synthetic(n_total, args.in_dim, seed=args.seed)
     try:
-        hidden = 1024 if infinite else int(width)
+        hidden = 1024 if infinite else int(args.width)
     except ValueError:
         raise ValueError(f"--width must be an integer or 'inf', got {args.width!r}") from None
     net = mlp(depth=args.depth, width=hidden, in_dim=X.shape[1], out_dim=Y.shape[1], activation=args.activation)

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from ..cli import emit
 from ..diagnostics import predict
-from ..training import train
+from ..training import METHODS as TRAINING_METHODS, train
 from ._common import progress_bar
 from ._problem import add_problem_arguments, build_problem, format_summary, selected_methods, summary_line
+
+#: What `train --method all` runs: the preconditioners training.py implements ('pattern' needs a matrix).
+TRAINABLE = tuple(m for m in TRAINING_METHODS if m != "pattern")
 
 
 def register(sub) -> None:
@@ -33,7 +36,7 @@ def _default_lr(net, params, X, Y, method, damping):
 
 
 def run(args) -> int:
-    names = selected_methods(args)
+    names = selected_methods(args, TRAINABLE, "train")
     net, params, X, Y, X_test = build_problem(args, allow_infinite=False)
     rows, curves = [], {}
     with progress_bar(len(names) * args.steps, "train", args.json) as bar:

@@ -13,6 +13,9 @@ EXPERIMENTS = (
     "ef_vs_ief",
     "deep_linear",
     "test_predictions",
+    "kron_approx_error",
+    "cross_entropy",
+    "fisher_variance",
 )
 
 PROFILES = ("tiny", "quick", "full")

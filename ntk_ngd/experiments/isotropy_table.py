@@ -37,6 +37,9 @@ def run(config: dict, out_dir) -> ExperimentResult:
         check_below("rows whose measured verdict (deviation <= 1e-8) disagrees with theory",
                     stats["verdicts_checked"] - stats["verdicts_agree"], 0),
     ]
+    if stats["deviation_predictions"]:  # kpsvd: its diagonal kernel's deviation in closed form
+        checks.append(check_below("max |deviation - predicted deviation|/max(predicted, 1) where theory gives the "
+                                  "kernel's diagonal (kpsvd)", stats["max_deviation_error_where_predicted"], 1e-8))
     summary = (f"{stats['verdicts_agree']}/{stats['verdicts_checked']} verdicts agree with theory; "
                f"max alpha error {stats['max_alpha_rel_error_where_isotropic']:.1e}, "
                f"max deviation {stats['max_deviation_where_isotropic']:.1e} where isotropic")
@@ -47,7 +50,7 @@ def _plot(rows, config):
     widths = [("inf" if w is None else w) for w in config["widths"]]
     methods = config["methods"]
     fig, axes = plotting.figure(1, 2, figsize=(13, 5))
-    colors = dict(zip(methods, plotting.COLORS * 2))
+    colors = dict(zip(methods, plotting.COLORS + ("#8C564B", "#7F7F7F", "#17BECF", "#BCBD22", "#9467BD")))
     markers = ["o", "s", "^", "D"]
     for m in methods:
         color = colors.get(m)

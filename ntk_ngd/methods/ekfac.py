@@ -1,0 +1,53 @@
+"""EKFAC: K-FAC's Kronecker eigenbasis with the diagonal refitted to the true Fisher (George et al.
+2018; THEORY.md "Kronecker-basis approximations: KPSVD, EKFAC, diagonal Fisher").
+
+With A_l = H̃ᵀH̃/N = U_A Λ_A U_Aᵀ and B_l = ΔᵀΔ/N = U_B Λ_B U_Bᵀ (K-FAC's factors; any rescaling of B
+leaves U_B unchanged), EKFAC is G_l = (U_A ⊗ U_B) diag(s) (U_A ⊗ U_B)ᵀ + ρI with
+
+    s_ij = (1/N) Σ_{n,c} ((U_Aᵀh̃_n)_i (U_Bᵀδ_{n,c})_j)² = [(U_A ⊗ U_B)ᵀ F_l (U_A ⊗ U_B)]_{(ij),(ij)}.
+
+Gram form: H̃ = Q_H Λ_H^{1/2} V_Hᵀ (K^H = Q_H Λ_H Q_Hᵀ), so A's eigenvectors with non-zero eigenvalue
+are V_H and the eigen-coordinates of the samples are ĥ = H̃V_H = Q_H Λ_H^{1/2}; likewise
+δ̂ = Q_Δ Λ_Δ^{1/2} from K^Δ. Directions of A's or B's null space carry no training data (s = 0 and
+zero Jacobian coordinates), so they drop out for every ρ (:mod:`._kron`):
+
+    Θ_l(x', X) = (1/N) Σ_ij ĥ_i(x')ĥ_i(X) δ̂_j(x')δ̂_j(X) / (s_ij + ρ),   ĥ(x') = K^H(x', X) Q_H Λ_H^{−1/2}.
+
+EKFAC is defined up to rotations inside degenerate eigenspaces of A or B; the readout's B = I_C is
+harmless (F_L = A ⊗ I_C is diagonal in every basis U_A ⊗ R, so EKFAC is exact there), elsewhere the
+spectra must be simple (they are for generic data). At infinite width the kernels are
+output-diagonal and the N×N computation stands for Θ ⊗ I_C (the basis choice q_k ⊗ e_c).
+
+Isotropy (ρ = 0): Θ_l = Σ_ij ẑ_ij ẑ_ijᵀ, ẑ_ij the unit-normalised training column
+(ĥ_{n,i}δ̂_{(n,c),j})_{(n,c)} — a frame operator of unit vectors, so tr Θ_l = #{s_ij > 0} and
+α = Σ_l rank(K^H_l)·rank(K^Δ_l)/(N·C) = N(L−1) + 1 with full-rank Grams (K-FAC's α), but Θ is
+isotropic only for a tight frame: generically not for hidden layers. The readout gives I.
+"""
+from __future__ import annotations
+
+from . import _kron
+from .base import Method, MethodKernel, register, test_kernel_or_none
+
+
+def eigen_coordinates(fwd, bwd, fwd_cross, bwd_cross, n: int, c: int):
+    """(ĥ, δ̂, ĥ(x'), δ̂(x'), s): rows (n, c) in K-FAC's eigenbasis and the fitted scales s."""
+    Fh, Fh_cross = _kron.gram_coordinates(fwd, fwd_cross)
+    Fd, Fd_cross = _kron.gram_coordinates(bwd, bwd_cross)
+    h, h_cross = _kron.expand_rows(Fh, c), _kron.expand_rows(Fh_cross, c)
+    return h, Fd, h_cross, Fd_cross, _kron.fitted_scales(h, Fd, n)
+
+
+def ekfac_kernel(train, test, *, n, damping, rcond=None, **_) -> MethodKernel:
+    c = train.n_outputs_per_sample
+
+    def layer_term(l, cross):
+        h, d, h_cross, d_cross, s = eigen_coordinates(train.fwd[l], train.bwd[l], cross.fwd[l], cross.bwd[l], n, c)
+        return _kron.diagonal_basis_kernel(h_cross, d_cross, h, d, s, damping, n, rcond)
+
+    def total(cross):
+        return sum(layer_term(l, cross) for l in range(train.depth))
+
+    return MethodKernel(total(train), test_kernel_or_none(test, total))
+
+
+EKFAC = register(Method("ekfac", ekfac_kernel, "EKFAC: K-FAC eigenbasis, diagonal refitted to the Fisher, + ρI"))
