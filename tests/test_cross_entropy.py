@@ -361,3 +361,38 @@ def test_cli_simulate_cross_entropy_digits(capsys):
     assert "cross_entropy supports methods gd, exact, block_diag, kfac, ef, ief; got 'unit_wise'" in \
         capsys.readouterr().err
     assert main(["simulate", "--loss", "cross_entropy", "--time", "continuous", "--method", "exact"]) == 2
+
+
+def test_isotropy_cli_cross_entropy_verdicts_follow_theory(capsys):
+    """`ntk-ngd isotropy --loss cross_entropy`: every measured verdict of RΘ_GRᵀ equals the one predicted
+    from ranks and the Λ_n alone; α checked against the paper values written here (1, L, N(L−1)+1 with
+    N = 6); K-FAC is isotropic at infinite width (f = 0: equal Λ_n) and not at finite width (Λ_n differ)."""
+    import json as _json
+
+    from ntk_ngd.cli import main as cli_main
+
+    code = cli_main(["isotropy", "--loss", "cross_entropy", "--depths", "2,3", "--widths", "48,inf", "--n", "6",
+                     "--in-dim", "8", "--classes", "3", "--json"])
+    payload = _json.loads(capsys.readouterr().out)
+    assert code == 0 and payload["loss"] == "cross_entropy"
+    rows = payload["rows"]
+    assert len(rows) == 2 * 2 * 6
+    for r in rows:
+        if r["alpha"] is None:
+            assert r["method"] in ("ef", "ief")
+            continue
+        assert r["isotropic"] == r["predicted_isotropic"], r
+        expected = {"exact": 1, "block_diag": r["depth"], "kfac": 6 * (r["depth"] - 1) + 1}.get(r["method"])
+        if r["isotropic"]:
+            assert abs(r["alpha"] - expected) <= 1e-8 * expected and r["deviation"] <= 1e-8, r
+    kfac = {r["width"]: r for r in rows if r["method"] == "kfac" and r["depth"] == 3}
+    assert kfac["inf"]["isotropic"] and not kfac[48]["isotropic"]
+    assert "differ across samples" in kfac[48]["failed"]
+
+
+def test_isotropy_cli_cross_entropy_rejects_mse_only_method(capsys):
+    from ntk_ngd.cli import main as cli_main
+
+    assert cli_main(["isotropy", "--loss", "cross_entropy", "--methods", "kpsvd"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kpsvd" in err[0]

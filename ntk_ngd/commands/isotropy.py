@@ -20,11 +20,17 @@ def register(sub) -> None:
     p.add_argument("--activation", default="relu")
     p.add_argument("--damping", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss", choices=("mse", "cross_entropy"), default="mse",
+                   help="cross_entropy: isotropy of the whitened softmax operator RΘ_GRᵀ (methods gd, exact, "
+                   "block_diag, kfac, ef, ief; default methods: all six)")
+    p.add_argument("--classes", type=int, default=3, help="classes C for --loss cross_entropy (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.loss == "cross_entropy":
+        return _run_cross_entropy(args)
     names = methods.METHODS if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
     names = tuple(m for m in names if m != "pattern") if args.methods == "all" else names
     for m in names:
@@ -35,4 +41,24 @@ def run(args) -> int:
         rows = isotropy_rows(depths, widths, names, n=args.n, in_dim=args.in_dim, activation=args.activation,
                              seed=args.seed, damping=args.damping, progress=bar)
     emit(args, {"rows": rows, "agreement": agreement(rows)}, format_table(rows))
+    return 0
+
+
+def _run_cross_entropy(args) -> int:
+    from .. import cross_entropy as ce
+    from ..cross_entropy.isotropy import isotropy_rows as ce_rows
+
+    default = args.methods == ",".join(DEFAULT_METHODS)
+    names = ce.METHODS if default or args.methods == "all" else tuple(
+        m.strip() for m in args.methods.split(",") if m.strip())
+    for m in names:
+        ce.check_method(m)
+    if args.classes < 2:
+        raise ValueError(f"--classes must be >= 2 for cross_entropy, got {args.classes}")
+    depths = int_list("--depths", args.depths)
+    widths = width_list(args.widths)
+    with progress_bar(len(depths) * len(widths) * len(names), "isotropy", args.json) as bar:
+        rows = ce_rows(depths, widths, names, n=args.n, in_dim=args.in_dim, classes=args.classes,
+                       activation=args.activation, seed=args.seed, damping=args.damping, progress=bar)
+    emit(args, {"loss": "cross_entropy", "rows": rows, "agreement": agreement(rows)}, format_table(rows))
     return 0
