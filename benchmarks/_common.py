@@ -172,3 +172,20 @@ def bench_main(doc: str, name: str, run, cases: dict, argv=None, quick_help: str
     print(out["table"])
     print(f"wrote {out['png']} and {out['json']}")
     return 0 if out["ok"] else 1
+
+
+def log_axes(ax, xs, xlabel: str, ylabel: str, base: int = 2) -> None:
+    """Log-log axes with one labelled tick per measured x (the sizes of a sweep)."""
+    ax.set_xscale("log", base=base)
+    ax.set_yscale("log")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([str(int(v)) for v in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def start_run(profiles: dict, quick: bool, profile: str | None, repeats: int | None, blas_threads, log):
+    """What every benchmark's ``run()`` starts with: (log, profile, settings, BLAS threads, load
+    average, start time)."""
+    profile, prof = profile_config(profiles, quick, profile, repeats)
+    return log or default_log, profile, prof, blas_threads_for(blas_threads), load_average(), time.perf_counter()

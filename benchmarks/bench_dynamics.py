@@ -49,8 +49,8 @@ from ntk_ngd.kernels import layer_kernels
 from ntk_ngd.networks import mlp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (blas_limit, blas_threads_for, default_log, fit_exponent, in_subprocess,  # noqa: E402
-                     load_average, bench_main, peak_rss_mb, profile_config, rel, targets_lines, timed)
+from _common import (blas_limit, fit_exponent, in_subprocess, log_axes, start_run,  # noqa: E402
+                     load_average, bench_main, peak_rss_mb, rel, targets_lines, timed)
 
 NAME = "bench_dynamics"
 DEPTH, OUT_DIM, WIDTH = 3, 1, 512  # WIDTH: the nominal width unit-wise's infinite-width α uses
@@ -197,12 +197,7 @@ def make_figure(res: dict):
     ns = np.array([p["N"] for p in pts], float)
     ye = pts[-1]["total_s"]["exact"]
     ax.plot(ns, ye * (ns / ns[-1]) ** 3, "k:", linewidth=1, label="∝ N³")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(ns)
-    ax.set_xticklabels([str(int(v)) for v in ns])
-    ax.set_xlabel("number of inputs N")
-    ax.set_ylabel("time [s]")
+    log_axes(ax, ns, "number of inputs N", "time [s]")
     ex = res["exponents"]
     ax.set_title(f"B: time vs N (exact: N^{ex['total'].get('exact', float('nan')):.2f})")
     ax.legend(fontsize=7, loc="upper left")
@@ -213,12 +208,7 @@ def make_figure(res: dict):
     ax.plot(ns, 8 * DEPTH * 3 * ns**2 / 2**30, "k:", label="3 stacks of L·N² float64 (fwd, bwd, ntk)")
     ax.plot([p["N"] for p in pts], [p["rss_after_imports_mb"] / 1024 for p in pts], "--", color="0.5",
             label="RSS after imports (jax, NT, TF)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(ns)
-    ax.set_xticklabels([str(int(v)) for v in ns])
-    ax.set_xlabel("number of inputs N")
-    ax.set_ylabel("peak RSS [GiB]")
+    log_axes(ax, ns, "number of inputs N", "peak RSS [GiB]")
     ax.set_title("B: memory vs N (one subprocess per N)")
     ax.legend(fontsize=7, loc="upper left")
     return fig
@@ -264,11 +254,7 @@ def run(quick: bool = False, out_dir="figures", blas_threads="auto", repeats: in
         profile: str | None = None) -> dict:
     """Run the benchmark; write out_dir/bench_dynamics.{png,json}; return a summary dict with
     ``table``, ``ratios``, ``targets`` and ``ok`` (closed form == NT to ≤ 1e-8)."""
-    log = log or default_log
-    profile, prof = profile_config(PROFILES, quick, profile, repeats)
-    threads = blas_threads_for(blas_threads)
-    load_start = load_average()
-    t_start = time.perf_counter()
+    log, profile, prof, threads, load_start, t_start = start_run(PROFILES, quick, profile, repeats, blas_threads, log)
     res = {}
     with blas_limit(threads):
         log(f"  part A: {prof['steps']} steps of every fixed-kernel method at N={prof['n_a']}")

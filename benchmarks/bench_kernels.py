@@ -126,6 +126,10 @@ def case(method: str, n: int, width: int, repeats: int, ref_path: str) -> dict:
             "max_rel_err_vs_gram": err, "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": rss_imports}
 
 
+def _num_params(width):
+    return mlp(depth=DEPTH, width=width, in_dim=IN_DIM, out_dim=OUT_DIM).num_params
+
+
 def _limit_memory(gib):
     def apply():
         resource.setrlimit(resource.RLIMIT_AS, (int(gib * 2**30), int(gib * 2**30)))
@@ -135,12 +139,15 @@ def _limit_memory(gib):
 def run_case(method, n, width, repeats, ref_path, memory_gib, timeout) -> dict:
     """``case`` in a fresh Python under an address-space limit; failures become records."""
     spec = json.dumps(dict(method=method, n=n, width=width, repeats=repeats, ref_path=ref_path))
+    net = mlp(depth=DEPTH, width=width, in_dim=IN_DIM, out_dim=OUT_DIM)
+    # what a Jacobian-based reference must hold at least: J = N·C × P float64
+    need = {"jacobian_gib": n * OUT_DIM * net.num_params * 8 / 2**30, "P": net.num_params}
     t0 = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", spec], capture_output=True,
                               text=True, timeout=timeout, preexec_fn=_limit_memory(memory_gib))
     except subprocess.TimeoutExpired:
-        return {"method": method, "N": n, "M": width, "completed": False,
+        return {"method": method, "N": n, "M": width, "completed": False, **need,
                 "reason": f"over the {timeout:.0f} s time limit"}
     if proc.returncode != 0:
         err = proc.stderr.strip().splitlines()
@@ -149,7 +156,7 @@ def run_case(method, n, width, repeats, ref_path, memory_gib, timeout) -> dict:
         why = f"out of memory (address space limited to {memory_gib:.0f} GiB)" if oom else \
             f"exit {proc.returncode}: {err[-1][:200] if err else ''}"
         return {"method": method, "N": n, "M": width, "completed": False, "reason": why,
-                "wall_s": time.perf_counter() - t0}
+                "wall_s": time.perf_counter() - t0, **need}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["completed"] = True
     return out
@@ -213,20 +220,23 @@ def table(records, ns, widths) -> str:
             lines.append(f"{n:>5} {width:>5} | " + " | ".join(cells) + f" | {rss}")
     fails = [r for r in records if not r["completed"]]
     if fails:
-        lines.append("did not complete: " + "; ".join(f"{r['method']} N={r['N']} M={r['M']}: {r['reason']}"
-                                                      for r in fails))
+        lines.append("did not complete: " + "; ".join(
+            f"{r['method']} N={r['N']} M={r['M']}: {r['reason']} (its N×P Jacobian alone: {r['jacobian_gib']:.1f} GiB)"
+            for r in fails))
     errs = [r["max_rel_err_vs_gram"] for r in records if r["completed"] and r["method"] != "gram"]
     lines.append(f"max relative difference of any completed method vs the Gram form: {max(errs, default=0):.1e}")
     return "\n".join(lines)
 
 
 def run(quick: bool = False, out_dir="figures", repeats: int | None = None, log=None, profile: str | None = None,
-        memory_gib: float = 24.0, skip=()) -> dict:
+        memory_gib: float = 24.0, skip=(), timeout: float | None = None) -> dict:
     """Every (M, N, method) in a memory-limited subprocess; writes out_dir/bench_kernels.{png,json}."""
     from _common import profile_config
 
     log = log or default_log
     profile, prof = profile_config(PROFILES, quick, profile, repeats)
+    if timeout is not None:
+        prof["timeout"] = float(timeout)
     total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     memory_gib = min(memory_gib, 0.9 * total_gib)
     load_start = load_average()
@@ -242,7 +252,8 @@ def run(quick: bool = False, out_dir="figures", repeats: int | None = None, log=
                         continue
                     if method in gave_up:
                         records.append({"method": method, "N": n, "M": width, "completed": False,
-                                        "reason": "not tried: did not complete at a smaller N"})
+                                        "reason": "not tried: did not complete at a smaller N",
+                                        "jacobian_gib": n * OUT_DIM * _num_params(width) * 8 / 2**30})
                         continue
                     r = run_case(method, n, width, prof["repeats"], ref_path, memory_gib, prof["timeout"])
                     if method == "gram" and not r["completed"]:
@@ -294,6 +305,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 3, quick 2)")
     p.add_argument("--out-dir", default="figures", help="where to write bench_kernels.{png,json}")
     p.add_argument("--memory-gib", type=float, default=24.0, help="address-space limit per case (default 24)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per case (default: the profile's)")
     p.add_argument("--skip", default="", help="comma-separated methods to leave out, e.g. nt2_full")
     p.add_argument("--blas-threads", default="auto", help="accepted for a uniform command line; unused here")
     p.add_argument("--case", help=argparse.SUPPRESS)
@@ -308,7 +320,7 @@ def main(argv=None) -> int:
     if unknown := skip - set(METHODS[1:]):
         p.error(f"unknown --skip methods {sorted(unknown)}; choose from {', '.join(METHODS[1:])}")
     out = run(quick=args.quick, out_dir=args.out_dir, repeats=args.repeats, profile="tiny" if args.tiny else None,
-              memory_gib=args.memory_gib, skip=skip)
+              memory_gib=args.memory_gib, skip=skip, timeout=args.timeout)
     print(out["table"])
     print(f"wrote {out['png']} and {out['json']}")
     return 0 if out["ok"] else 1

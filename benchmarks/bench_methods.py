@@ -49,8 +49,8 @@ from ntk_ngd.kernels import layer_kernels
 from ntk_ngd.networks import mlp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (blas_limit, blas_threads_for, default_log, fit_exponent, in_subprocess,  # noqa: E402
-                     load_average, bench_main, profile_config, rel, targets_lines, timed)
+from _common import (blas_limit, fit_exponent, in_subprocess, log_axes, start_run,  # noqa: E402
+                     load_average, bench_main, rel, targets_lines, timed)
 
 NAME = "bench_methods"
 DEPTH, IN_DIM, OUT_DIM = 3, 16, 1
@@ -159,6 +159,20 @@ CASES = {"dense_vs_gram": case_dense_vs_gram, "n_point": case_n_point}
 # ---------------------------------------------------------------------------------------------
 # figure and tables
 # ---------------------------------------------------------------------------------------------
+def _sweep_panel(ax, pts, key: str, xlabel: str) -> list:
+    """Per-layer Grams and every method's kernel-from-Grams time against N or M."""
+    xs_all = [p[key] for p in pts]
+    ax.plot(xs_all, [p["grams_s"] for p in pts], "--o", color="0.45", linewidth=2.6,
+            label="per-layer Grams (layer_kernels)")
+    for i, m in enumerate(METHODS_B):
+        sel = [p for p in pts if m in p["from_grams_s"]]
+        if sel:
+            ax.plot([p[key] for p in sel], [p["from_grams_s"][m] for p in sel], marker="os^vDxP*"[i % 8],
+                    color=plotting.COLORS[i % len(plotting.COLORS)], label=f"{m} (from Grams)")
+    log_axes(ax, xs_all, xlabel, "time [s] (median)")
+    return xs_all
+
+
 def make_figure(res: dict):
     fig, axes = plotting.figure(1, 3, figsize=(14.5, 5.0), title=f"Function-space kernels Θ_G, L = {DEPTH}, "
                                 f"C = {OUT_DIM}, float64, CPU ({res['config']['blas_note']})")
@@ -184,39 +198,15 @@ def make_figure(res: dict):
 
     ax = axes[1]
     pts = res["part_b_n"]
-    ns = [p["N"] for p in pts]
-    ax.plot(ns, [p["grams_s"] for p in pts], "--o", color="0.45", linewidth=2.6, label="per-layer Grams (layer_kernels)")
-    for i, m in enumerate(METHODS_B):
-        xs = [p["N"] for p in pts if m in p["from_grams_s"]]
-        if xs:
-            ax.plot(xs, [p["from_grams_s"][m] for p in pts if m in p["from_grams_s"]], marker="os^vDxP*"[i % 8],
-                    color=plotting.COLORS[i % len(plotting.COLORS)], label=f"{m} (from Grams)")
+    ns = _sweep_panel(ax, pts, "N", "number of inputs N")
     ref = np.array(ns, float)
     y0 = pts[-1]["from_grams_s"].get("exact", pts[-1]["grams_s"])
     ax.plot(ref, y0 * (ref / ref[-1]) ** 3, "k:", linewidth=1, label="∝ N³")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(ns)
-    ax.set_xticklabels([str(v) for v in ns])
-    ax.set_xlabel("number of inputs N")
-    ax.set_ylabel("time [s] (median)")
     ax.set_title(f"B: Gram form vs N, width M = {pts[0]['M']}")
 
     ax = axes[2]
     pts = res["part_b_width"]
-    ms = [p["M"] for p in pts]
-    ax.plot(ms, [p["grams_s"] for p in pts], "--o", color="0.45", linewidth=2.6, label="per-layer Grams")
-    for i, m in enumerate(METHODS_B):
-        xs = [p["M"] for p in pts if m in p["from_grams_s"]]
-        if xs:
-            ax.plot(xs, [p["from_grams_s"][m] for p in pts if m in p["from_grams_s"]], marker="os^vDxP*"[i % 8],
-                    color=plotting.COLORS[i % len(plotting.COLORS)], label=f"{m} (from Grams)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(ms)
-    ax.set_xticklabels([str(v) for v in ms])
-    ax.set_xlabel("hidden width M")
-    ax.set_ylabel("time [s] (median)")
+    _sweep_panel(ax, pts, "M", "hidden width M")
     ax.set_title(f"B: Gram form vs width, N = {pts[0]['N']}")
     handles, labels = axes[1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=6, frameon=False, fontsize=8)
@@ -269,11 +259,7 @@ def run(quick: bool = False, out_dir="figures", blas_threads="auto", repeats: in
     """Run the benchmark; write out_dir/bench_methods.{png,json}; return a summary dict with
     ``table`` (text), ``ratios``, ``targets`` and ``ok`` (every Gram form equals the dense
     reference at ρ > 0 to ≤ 1e-8)."""
-    log = log or default_log
-    profile, prof = profile_config(PROFILES, quick, profile, repeats)
-    threads = blas_threads_for(blas_threads)
-    load_start = load_average()
-    t_start = time.perf_counter()
+    log, profile, prof, threads, load_start, t_start = start_run(PROFILES, quick, profile, repeats, blas_threads, log)
     res = {}
     with blas_limit(threads):
         log(f"  part A: dense vs Gram at M={prof['dense_width']}, N={prof['dense_n']} (subprocess)")

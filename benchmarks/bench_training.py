@@ -45,8 +45,8 @@ from ntk_ngd.function_space import method_kernels
 from ntk_ngd.networks import mlp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import (blas_limit, blas_threads_for, default_log, fit_exponent, in_subprocess,  # noqa: E402
-                     load_average, bench_main, profile_config, rel, targets_lines, timed)
+from _common import (blas_limit, fit_exponent, in_subprocess, log_axes, start_run,  # noqa: E402
+                     load_average, bench_main, rel, targets_lines, timed)
 
 NAME = "bench_training"
 DEPTH, IN_DIM, OUT_DIM = 3, 16, 1
@@ -205,11 +205,7 @@ def run(quick: bool = False, out_dir="figures", blas_threads="auto", repeats: in
     """Run the benchmark; write out_dir/bench_training.{png,json}; return a summary dict with
     ``table``, ``ratios``, ``targets`` and ``ok`` (updates equal the function-space kernels and
     the dense reference to ≤ 1e-8)."""
-    log = log or default_log
-    profile, prof = profile_config(PROFILES, quick, profile, repeats)
-    threads = blas_threads_for(blas_threads)
-    load_start = load_average()
-    t_start = time.perf_counter()
+    log, profile, prof, threads, load_start, t_start = start_run(PROFILES, quick, profile, repeats, blas_threads, log)
     res = {}
     with blas_limit(threads):
         pts = []
