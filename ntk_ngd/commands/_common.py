@@ -51,3 +51,10 @@ def progress_bar(total: int, desc: str, quiet: bool = False):
         yield bar
     finally:
         bar.close()
+
+
+def add_profile_flags(p, quick: str, full: str, tiny: str) -> None:
+    """--quick / --full / --tiny, mutually exclusive, stored as ``args.profile`` (help texts given)."""
+    group = p.add_mutually_exclusive_group()
+    for name, text in (("quick", quick), ("full", full), ("tiny", tiny)):
+        group.add_argument(f"--{name}", dest="profile", action="store_const", const=name, help=text)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..cli import emit
-from ._common import progress_bar
+from ._common import add_profile_flags, progress_bar
 
 #: Benchmarks in the order they run (benchmarks/bench_NAME.py).
 BENCHMARKS = ("kernels", "methods", "dynamics", "training")
@@ -29,15 +29,10 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="run the benchmarks of benchmarks/ (ratios measured side by side)",
                        description="Run benchmarks/bench_{kernels,methods,dynamics,training}.py, one progress "
                        "line each, and print their ratio tables. Each writes OUT/bench_NAME.png and "
-                       "OUT/bench_NAME.json. The full profile (default) takes about an hour on 2 CPU cores; "
+                       "OUT/bench_NAME.json. The full profile (default) took 1.4 h on 2 CPU cores (2026-11-23); "
                        "--quick takes minutes.")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="profile", action="store_const", const="quick",
-                       help="smaller sizes (minutes)")
-    group.add_argument("--full", dest="profile", action="store_const", const="full",
-                       help="the full sizes (default; N up to 8192, widths up to 8192)")
-    group.add_argument("--tiny", dest="profile", action="store_const", const="tiny",
-                       help="smoke-test sizes (numbers meaningless; scripts without a tiny profile run --quick)")
+    add_profile_flags(p, quick="smaller sizes (minutes)", full="the full sizes (default; N up to 8192, widths up to 8192)",
+                      tiny="smoke-test sizes (numbers meaningless)")
     p.add_argument("--only", nargs="+", metavar="NAME", help=f"subset of: {', '.join(BENCHMARKS)}")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead of the tables")

@@ -6,18 +6,15 @@ import time
 from ..cli import emit
 from ..experiments import available
 from ..experiments.runner import run_experiments, write_report
+from ._common import add_profile_flags
 
 
 def register(sub) -> None:
     p = sub.add_parser("figures", help="regenerate the figures, their JSON data and REPORT.md",
                        description="Run the experiments behind every figure. Each writes OUT/NAME.png and "
                        "OUT/NAME.json; the run writes OUT/REPORT.md with every claim's PASS/FAIL.")
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--quick", dest="profile", action="store_const", const="quick",
-                       help="minutes on a laptop CPU (default)")
-    group.add_argument("--full", dest="profile", action="store_const", const="full",
-                       help="paper-scale widths and N (about an hour)")
-    group.add_argument("--tiny", dest="profile", action="store_const", const="tiny", help="smoke-test sizes")
+    add_profile_flags(p, quick="minutes on a laptop CPU (default)", full="paper-scale widths and N (about an hour)",
+                      tiny="smoke-test sizes")
     p.add_argument("--only", nargs="+", metavar="NAME", help=f"subset of: {', '.join(available())}")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
