@@ -59,9 +59,9 @@ MAX_PARAMS = 20000
 
 #: Methods that define a function-space kernel Θ_G.
 KERNEL_METHODS = ("gd", "exact", "block_diag", "block_tridiag", "pattern", "kfac", "unit_wise", "ef", "sf",
-                  "kpsvd", "ekfac", "diag")
+                  "kpsvd", "ekfac", "diag", "kfac_cor")
 #: Methods whose layer block is fitted to the explicit Fisher block F_l (see :func:`kron_fit`).
-KRON_METHODS = ("kpsvd", "ekfac", "diag")
+KRON_METHODS = ("kpsvd", "ekfac", "diag", "kfac_cor")
 #: Every method, ``ief`` (an update, not a kernel) included.
 METHODS = KERNEL_METHODS + ("ief",)
 KFAC_READOUTS = ("common", "paper")
@@ -259,6 +259,10 @@ def kron_fit(method: str, F_block: np.ndarray, d: int, m: int, rank: int = 1, fa
     if method == "ekfac":
         U, s = ekfac_basis(*factors, F_block)
         return (U * s) @ U.T
+    if method == "kfac_cor":  # K-FAC's A⊗B + the explicit best Kronecker fit of the remainder
+        KF = np.kron(*factors)
+        G = KF + sum(sig * np.kron(C, D) for sig, C, D in kpsvd_terms(F_block - KF, d, m, 1))
+        return (G + G.T) / 2
     G = sum(sig * np.kron(A, B) for sig, A, B in kpsvd_terms(F_block, d, m, rank))
     return (G + G.T) / 2
 
@@ -438,7 +442,7 @@ def _build(net, params, X, method, damping, residual, rcond, X_test=None, *, k=1
         return G, _Preconditioner(P, G, blocks, damping, rcond), J, Jt
     if method in KRON_METHODS:
         F = J.T @ J / N
-        factors = kfac_factors(net, params, X) if method == "ekfac" else [None] * net.depth
+        factors = kfac_factors(net, params, X) if method in ("ekfac", "kfac_cor") else [None] * net.depth
         G = np.zeros((P, P))
         for sl, (fi, fo), AB in zip(slices, net.layer_shapes, factors):
             G[sl, sl] = kron_fit(method, F[sl, sl], fi + int(net.bias), fo, rank=rank, factors=AB)

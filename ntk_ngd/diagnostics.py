@@ -128,6 +128,11 @@ def predict(net, X, method: str, params=None, damping: float = 0.0, residual=Non
         return _predict_ekfac(lk, n, rows, damp, rcond)
     if method == "diag":
         return _predict_diag(net, X, params, lk, n, rows, damp)
+    if method == "kfac_cor":
+        if lk.depth == 1:  # the readout block is exactly A ⊗ I_C: K-FAC is exact, the correction 0
+            return _verdict(method, 1.0, (_full_rank("fwd_1", lk.fwd[0], n, "the input Gram", rcond), damp))
+        return Prediction(method, None, False, (), "kfac_cor: no closed form for hidden layers (K-FAC + a "
+                          "rank-1 Kronecker correction of its remainder); not predicted isotropic")
     raise ValueError(f"no theory recorded for method {method!r}")
 
 

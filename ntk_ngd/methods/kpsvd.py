@@ -52,13 +52,15 @@ def sample_grams(fwd, bwd, n: int, c: int):
     return G_U, G_V
 
 
-def kronecker_svd(fwd, bwd, n: int, c: int, rank: int, rcond=None):
+def kronecker_svd(fwd, bwd, n: int, c: int, rank: int, rcond=None, core=None):
     """(σ (k,), a (k, N), b (k, N)): the top-k terms of R(F_l) = Σ σ_i vec(A_i)vec(B_i)ᵀ with
-    A_i = Σ_n a_{i,n} h̃_nh̃_nᵀ, B_i = Σ_n b_{i,n} S_n (module docstring); k ≤ ``rank``."""
+    A_i = Σ_n a_{i,n} h̃_nh̃_nᵀ, B_i = Σ_n b_{i,n} S_n (module docstring); k ≤ ``rank``.
+    ``core`` (N×N, default I/N): fit U·core·Vᵀ instead of R(F_l) = U Vᵀ/N."""
     G_U, G_V = sample_grams(fwd, bwd, n, c)
     root_U, pinv_root_U = _linalg.psd_sqrt_and_pinv_sqrt(G_U, rcond)
     root_V, pinv_root_V = _linalg.psd_sqrt_and_pinv_sqrt(G_V, rcond)
-    P, sig, Wt = jnp.linalg.svd(root_U @ root_V / n)
+    core = jnp.eye(n) / n if core is None else core
+    P, sig, Wt = jnp.linalg.svd(root_U @ core @ root_V)
     cut = (_linalg.default_rcond(n, sig.dtype) if rcond is None else rcond) * sig[0]
     k = max(1, min(rank, int(jnp.sum(sig > cut))))
     a = (pinv_root_U @ P[:, :k]).T
@@ -67,8 +69,17 @@ def kronecker_svd(fwd, bwd, n: int, c: int, rank: int, rcond=None):
     return sig[:k], a * sign, b * sign
 
 
-def _layer_term(fwd_cross, bwd_cross, fwd, bwd, n, c, rank, damping, rcond):
-    sig, a, b = kronecker_svd(fwd, bwd, n, c, rank, rcond)
+def corrected_kfac_terms(fwd, bwd, n: int, c: int, rcond=None):
+    """Koroko et al.'s ``kfac_cor``: K-FAC's A⊗B (a = b = 1/N: A = H̃ᵀH̃/N, B = Σ_n S_n/N) plus the best
+    Kronecker fit σ C⊗D of the remainder F_l − A⊗B, whose rearrangement is U(I/N − 11ᵀ/N²)Vᵀ."""
+    ones = jnp.ones((1, n)) / n
+    sig, a, b = kronecker_svd(fwd, bwd, n, c, 1, rcond, core=jnp.eye(n) / n - ones.T @ ones)
+    return jnp.concatenate([jnp.ones(1), sig]), jnp.concatenate([ones, a]), jnp.concatenate([ones, b])
+
+
+def _layer_term(fwd_cross, bwd_cross, fwd, bwd, n, c, rank, damping, rcond, corrected=False):
+    sig, a, b = (corrected_kfac_terms(fwd, bwd, n, c, rcond) if corrected
+                 else kronecker_svd(fwd, bwd, n, c, rank, rcond))
     Fh, Fh_cross = _kron.gram_coordinates(fwd, fwd_cross)
     Fd, Fd_cross = _kron.gram_coordinates(bwd, bwd_cross)
     A = [Fh.T @ (ai[:, None] * Fh) for ai in a]
@@ -85,18 +96,28 @@ def _layer_term(fwd_cross, bwd_cross, fwd, bwd, n, c, rank, damping, rcond):
     return _linalg.damped_solve_right(Z_cross, M, damping, rcond) @ Z.T / n
 
 
-def kpsvd_kernel(train, test, *, n, damping, rank=1, rcond=None, **_) -> MethodKernel:
+def kpsvd_kernel(train, test, *, n, damping, rank=1, rcond=None, corrected=False, **_) -> MethodKernel:
     rank = check_rank(rank)
     c = train.n_outputs_per_sample
 
     def total(cross):
-        return sum(_layer_term(cross.fwd[l], cross.bwd[l], train.fwd[l], train.bwd[l], n, c, rank, damping, rcond)
-                   for l in range(train.depth))
+        return sum(_layer_term(cross.fwd[l], cross.bwd[l], train.fwd[l], train.bwd[l], n, c, rank, damping, rcond,
+                               corrected) for l in range(train.depth))
 
     return MethodKernel(total(train), test_kernel_or_none(test, total))
+
+
+def kfac_cor_kernel(train, test, *, n, damping, rcond=None, **_) -> MethodKernel:
+    """Θ_G of K-FAC + the best Kronecker fit of its remainder, per layer, + ρI (Koroko et al.)."""
+    return kpsvd_kernel(train, test, n=n, damping=damping, rcond=rcond, corrected=True)
 
 
 KPSVD = register(
     Method("kpsvd", kpsvd_kernel, "KPSVD: best Frobenius fit Σ_{i≤rank} σ_i A_i⊗B_i per layer, + ρI (rank=)",
            options=("rank",))
+)
+
+
+KFAC_COR = register(
+    Method("kfac_cor", kfac_cor_kernel, "corrected K-FAC (Koroko et al.): A⊗B + best Kronecker fit of F − A⊗B, + ρI")
 )
