@@ -9,7 +9,7 @@ the true Fisher's diagonal in the *standard* Kronecker basis and (:mod:`._kron`)
 Finite width only: it needs every unit's input h̃_{n,i} and backward signal δ_{(n,c),j}, not Grams
 (which are invariant under rotations of the units, while diag(F) is not), hence no infinite-width
 limit of this form. Untiled finite-width :class:`LayerKernels` carry both (``inputs``, ``deltas``);
-:func:`with_inputs` attaches the inputs to kernels that lack them (tiled ones).
+tiled ones carry neither, so diag (like unit_wise) needs the untiled kernels.
 
 Isotropy (ρ = 0): Θ = Σ_{p: d_p>0} J_pJ_pᵀ/||J_p||², a sum of unit-vector projectors over the
 parameters, so tr Θ = #{p : d_p > 0} and α = (number of active parameters)/(N·C) grows with the
