@@ -24,8 +24,23 @@ def nonnegative(name: str, value) -> float:
     return v
 
 
-def finite_matrix(name: str, value, cols: int | None = None, rows: int | None = None) -> np.ndarray:
-    """A 2-D finite float array; ``cols``/``rows`` if given must match."""
+def is_traced(value) -> bool:
+    """True for a jax tracer (inside jit/vmap/grad): only its static shape may be checked."""
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
+
+
+def finite_matrix(name: str, value, cols: int | None = None, rows: int | None = None):
+    """A 2-D finite float array; ``cols``/``rows`` if given must match.
+
+    Tracers (inside jit/vmap/grad) are checked for shape only and returned unchanged: values are
+    validated at the public boundary, never on a tracer."""
+    if is_traced(value):
+        shape = value.shape
+        if len(shape) != 2 or (cols is not None and shape[1] != cols) or (rows is not None and shape[0] != rows):
+            raise ValueError(f"{name} must have shape ({rows or 'N'}, {cols or 'D'}), got {shape}")
+        return value
     arr = np.asarray(value)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (samples x features), got shape {arr.shape}")

@@ -1,14 +1,17 @@
 """Public entry point: the function-space kernel Θ_G of a method (THEORY.md "Setup").
 
-    Θ_G(x', X) = J(x') (G + ρI)⁻¹ J(X)ᵀ / N,    Δf(x') = −η Θ_G(x', X) r.
+    Θ_G(x', X) = J̃(x') (G + ρI)⁻¹ J̃(X)ᵀ / N,    Δf(x') = −η Θ_G(x', X) u.
+
+For MSE J̃ = J and u = f − Y. For cross-entropy (``loss="cross_entropy"``) the kernels are those of
+the whitened Jacobian at the logits: on the training points the metric operator Θ̃_G = RΘ_GRᵀ
+(N(C−1) square), on test points (I ⊗ Vᵀ)Θ_G(x', X)Rᵀ, whose product with u is the logit step in the
+basis V of 1^⊥ (THEORY.md "Cross-entropy NGD in function space").
 """
 from __future__ import annotations
 
 import warnings
 
-import numpy as np
-
-from . import _validate, methods
+from . import methods, problem as _problem
 from .kernels import LayerKernels, layer_kernels
 from .networks import Network
 
@@ -23,35 +26,31 @@ def method_kernels(
     X_test=None,
     rcond: float | None = None,
     train_kernels: LayerKernels | None = None,
+    loss: str = "mse",
+    outputs=None,
+    targets=None,
+    step: int = 0,
     **options,
 ) -> methods.MethodKernel:
     """Θ_G(X, X) and Θ_G(X_test, X) (``None`` without X_test) of ``method``.
 
-    ``params=None`` uses the infinite-width kernels (output-diagonal: N×N standing for Θ_G ⊗ I_C,
-    except residual-dependent methods, which return N·C×N·C); otherwise the finite-width Gram
-    form at ``params`` (N·C×N·C). ``residual`` is f(X) − Y, shape (N, C), for ef/ief.
-    ``damping`` ρ ≥ 0; ρ = 0 is the ρ → 0⁺ limit. ``options`` go to the method
-    (pattern=/bandwidth= for 'pattern', kfac_readout= for 'kfac', samples=/seed= for 'sf').
-    ``train_kernels`` reuses precomputed ``layer_kernels(net, X, params=params)``.
+    ``params=None`` uses the infinite-width kernels (MSE: output-diagonal, N×N standing for Θ_G ⊗ I_C,
+    except residual-dependent methods, which return N·C×N·C); otherwise the finite-width Gram form at
+    ``params`` (N·C×N·C). ``residual`` is f(X) − Y, shape (N, C), for ef/ief with MSE; alternatively
+    ``targets`` (MSE: Y; cross-entropy: labels) with ``outputs`` (default f(X; params), or 0 at infinite
+    width). ``damping`` ρ ≥ 0 (ρ = 0 is the ρ → 0⁺ limit), applied by the method's rule
+    (:mod:`ntk_ngd.damping`). ``options`` go to the method (its ``Method.options``). ``step`` selects
+    the sampled-Fisher draw. ``train_kernels`` reuses precomputed ``layer_kernels(net, X, params=params)``.
     """
     spec = methods.get(method)
-    damping = _validate.nonnegative("damping", damping)
-    X = net.check_inputs(X, "X")
-    n = X.shape[0]
-    unknown = set(options) - set(spec.options)
-    if unknown:
-        raise ValueError(
-            f"method {method!r} takes no option(s) {sorted(unknown)}; its options: {list(spec.options) or 'none'}"
-        )
-    if spec.needs_residual:
-        if residual is None:
-            raise ValueError(f"method {method!r} needs residual= (f(X) - Y, shape ({n}, {net.out_dim}))")
-        residual = _validate.finite_matrix("residual", np.reshape(np.asarray(residual), (n, -1)), cols=net.out_dim)
-    train = layer_kernels(net, X, params=params) if train_kernels is None else train_kernels
-    test = None if X_test is None else layer_kernels(net, net.check_inputs(X_test, "X_test"), X, params=params)
-    if damping == 0 and params is not None:
-        warn_rank_deficient_layers(net, n, method)
-    return spec.kernel(train, test, n=n, damping=damping, residual=residual, rcond=rcond, net=net, **options)
+    prob = _problem.prepare(net, X, params, loss, targets, outputs, residual, X_test)
+    if spec.finite_width_only and params is None:
+        raise ValueError(spec.finite_width_only)
+    ctx = _problem.context(spec, prob, damping, rcond, options, step)
+    train, test = _problem.whiten(prob, *_problem.kernels(prob, train_kernels))
+    if not ctx.damping.positive and params is not None:
+        warn_rank_deficient_layers(prob, spec)
+    return spec.kernel(train, test, ctx)
 
 
 def preconditioned_kernel(net: Network, X, method: str, params=None, damping: float = 0.0, residual=None,
@@ -61,22 +60,17 @@ def preconditioned_kernel(net: Network, X, method: str, params=None, damping: fl
     return out.train if X_test is None else (out.train, out.test)
 
 
-LAYER_STRUCTURED = ("block_diag", "block_tridiag", "pattern", "kfac", "unit_wise")
-
-
-def warn_rank_deficient_layers(net: Network, n: int, method: str) -> None:
-    """At ρ = 0 a layer with fewer parameters than N·C cannot give Θ_l full rank (THEORY.md claim 2)."""
-    if method not in LAYER_STRUCTURED:
+def warn_rank_deficient_layers(prob, spec) -> None:
+    """At ρ = 0 a layer with fewer parameters than N·k cannot give its block full rank (THEORY.md claim 2);
+    this matters to the methods whose prediction needs full-rank layer blocks (block-structured ones)."""
+    if not spec.layerwise:
         return
-    rows = n * net.out_dim
-    for l, count in enumerate(net.layer_param_counts):
+    rows = prob.n * prob.rows
+    for l, count in enumerate(prob.net.layer_param_counts):
         if count < rows:
             warnings.warn(
-                f"{method}: layer {l + 1} has {count} parameters < N*C = {rows}; its block is rank-deficient "
-                "at damping 0 and the kernel cannot be isotropic",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+                f"{spec.name}: layer {l + 1} has {count} parameters < N*k = {rows}; its block is rank-deficient "
+                "at damping 0 and the kernel cannot be isotropic", RuntimeWarning, stacklevel=3)
 
 
-__all__ = ["LayerKernels", "method_kernels", "preconditioned_kernel"]
+__all__ = ["LayerKernels", "layer_kernels", "method_kernels", "preconditioned_kernel"]

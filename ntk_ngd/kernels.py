@@ -31,18 +31,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _validate
+from . import _validate, linalg
 from .networks import Network
 
 
+@jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
 class LayerKernels:
     """Per-layer kernels between inputs X (N rows) and X2 (N2 rows).
 
     fwd: (L, N, N2) forward Grams K^H_l.
-    bwd: (L, N·c, N2·c) backward Grams K^Δ_l, with c = C (finite width) or c = 1 when
-         ``output_diagonal`` (infinite width: every kernel is that N×N matrix ⊗ I_C).
+    bwd: (L, N·c, N2·c) backward Grams K^Δ_l, with c = C (finite width, or whitened: k rows per
+         sample) or c = 1 when ``output_diagonal`` (infinite width: every kernel is that N×N
+         matrix ⊗ I_C).
     ntk: (L, N·c, N2·c) NTK blocks Θ_l = (K^H_l ⊗ 1_{c×c}) ⊙ K^Δ_l.
+
+    Finite width also carries the per-unit features (``inputs``: scaled layer inputs h̃_{l−1}
+    (N, d_l); ``deltas``: backward signals δ_l (N, c, M_l); ``inputs2``/``deltas2`` for X2), which
+    the parameter-space updates and the methods that split a layer below the Gram level (unit_wise,
+    diag) need. A pytree: arrays are leaves, ``out_dim``/``output_diagonal`` static.
     """
 
     fwd: jax.Array
@@ -50,12 +57,8 @@ class LayerKernels:
     ntk: jax.Array
     out_dim: int
     output_diagonal: bool
-    #: finite width only: backward signals δ_l of X and of X2, per layer (N, C, M_l); needed by
-    #: methods that split a layer below the Gram level (unit-wise).
     deltas: tuple | None = dataclasses.field(default=None, repr=False)
     deltas2: tuple | None = dataclasses.field(default=None, repr=False)
-    #: finite width only: scaled layer inputs h̃_{l−1} of X and of X2, per layer (N, d_l); needed by
-    #: methods that act on individual parameters (diag).
     inputs: tuple | None = dataclasses.field(default=None, repr=False)
     inputs2: tuple | None = dataclasses.field(default=None, repr=False)
 
@@ -65,7 +68,7 @@ class LayerKernels:
 
     @property
     def n_outputs_per_sample(self) -> int:
-        """c: C for full multi-output kernels, 1 when output-diagonal."""
+        """c: rows per sample of bwd/ntk (C, or k when whitened; 1 when output-diagonal)."""
         return 1 if self.output_diagonal else self.out_dim
 
     @property
@@ -73,10 +76,59 @@ class LayerKernels:
         """Θ = Σ_l Θ_l."""
         return jnp.sum(self.ntk, axis=0)
 
+    @property
+    def has_features(self) -> bool:
+        return self.deltas is not None and self.inputs is not None
+
     def fwd_expanded(self) -> jax.Array:
         """K^H_l ⊗ 1_{c×c}: forward Grams on the flattened (sample, output) index."""
-        c = self.n_outputs_per_sample
-        return jnp.repeat(jnp.repeat(self.fwd, c, axis=1), c, axis=2)
+        return linalg.expand_outputs(self.fwd, self.n_outputs_per_sample)
+
+    def full_output_ntk(self) -> jax.Array:
+        """Θ on the flattened (n, c) index: an output-diagonal kernel written as Θ ⊗ I_C."""
+        theta = self.total_ntk
+        return linalg.kron_identity(theta, self.out_dim) if self.output_diagonal else theta
+
+    @classmethod
+    def from_features(cls, inputs, deltas, inputs2=None, deltas2=None) -> "LayerKernels":
+        """Finite-width kernels from features: inputs (N, d_l), deltas (N, c, M_l) per layer; the second
+        set defaults to the first (X2 = X)."""
+        inputs2 = inputs if inputs2 is None else inputs2
+        deltas2 = deltas if deltas2 is None else deltas2
+        fwd = jnp.stack([a @ b.T for a, b in zip(inputs, inputs2)])
+        c = deltas[0].shape[1]
+        bwd = jnp.stack([d1.reshape(-1, d1.shape[-1]) @ d2.reshape(-1, d2.shape[-1]).T
+                         for d1, d2 in zip(deltas, deltas2)])
+        return cls(fwd, bwd, linalg.expand_outputs(fwd, c) * bwd, c, False, tuple(deltas), tuple(deltas2),
+                   tuple(inputs), tuple(inputs2))
+
+    def whiten(self, left, right) -> "LayerKernels":
+        """The kernels of the whitened Jacobian: K^Δ → (I ⊗ left_n) K^Δ (I ⊗ right_m)ᵀ and δ → left/right·δ
+        (:mod:`ntk_ngd.losses`); ``left`` (N, k, C), ``right`` (N2, k, C). Returns full (not
+        output-diagonal) kernels with k rows per sample."""
+        L, n1, n2 = self.fwd.shape
+        k = right.shape[1]
+        if self.output_diagonal:  # K^Δ ⊗ I_C
+            b = jnp.einsum("nkc,lnm,mjc->lnkmj", left, self.bwd, right)
+        else:
+            c = self.out_dim
+            b = jnp.einsum("nkc,lncmd,mjd->lnkmj", left, self.bwd.reshape(L, n1, c, n2, c), right)
+        b = b.reshape(L, n1 * k, n2 * k)
+
+        def mix(rows, ds):
+            return None if ds is None else tuple(jnp.einsum("nkc,ncm->nkm", rows, d) for d in ds)
+
+        return LayerKernels(self.fwd, b, linalg.expand_outputs(self.fwd, k) * b, k, False,
+                            mix(left, self.deltas), mix(right, self.deltas2), self.inputs, self.inputs2)
+
+    def tree_flatten(self):
+        return ((self.fwd, self.bwd, self.ntk, self.deltas, self.deltas2, self.inputs, self.inputs2),
+                (self.out_dim, self.output_diagonal))
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        fwd, bwd, ntk, deltas, deltas2, inputs, inputs2 = children
+        return cls(fwd, bwd, ntk, aux[0], aux[1], deltas, deltas2, inputs, inputs2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,37 +154,20 @@ def layer_features(net: Network, params, X):
     return inputs, deltas
 
 
-def _gram_from_features(feats1, feats2):
-    inputs1, deltas1 = feats1
-    inputs2, deltas2 = feats2
-    fwd = jnp.stack([a @ b.T for a, b in zip(inputs1, inputs2)])
-    bwd = []
-    for d1, d2 in zip(deltas1, deltas2):
-        n1, c, _ = d1.shape
-        n2 = d2.shape[0]
-        bwd.append(jnp.einsum("ncm,pdm->ncpd", d1, d2).reshape(n1 * c, n2 * c))
-    return fwd, jnp.stack(bwd), tuple(deltas1), tuple(deltas2), tuple(inputs1), tuple(inputs2)
-
-
-_finite_grams = jax.jit(
-    lambda net, params, X, X2: _gram_from_features(layer_features(net, params, X), layer_features(net, params, X2)),
-    static_argnums=0,
-)
+@functools.partial(jax.jit, static_argnums=0)
+def _finite_kernels(net, params, X, X2):
+    return LayerKernels.from_features(*layer_features(net, params, X), *layer_features(net, params, X2))
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _finite_grams_symmetric(net, params, X):
+def _finite_kernels_symmetric(net, params, X):
     """X2 = X: one forward and C reverse passes instead of two of each."""
-    feats = layer_features(net, params, X)
-    return _gram_from_features(feats, feats)
+    return LayerKernels.from_features(*layer_features(net, params, X))
 
 
-def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool, deltas=None, deltas2=None, inputs=None,
-              inputs2=None) -> LayerKernels:
+def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool) -> LayerKernels:
     c = 1 if output_diagonal else out_dim
-    fwd_c = jnp.repeat(jnp.repeat(fwd, c, axis=1), c, axis=2)
-    return LayerKernels(fwd=fwd, bwd=bwd, ntk=fwd_c * bwd, out_dim=out_dim, output_diagonal=output_diagonal,
-                        deltas=deltas, deltas2=deltas2, inputs=inputs, inputs2=inputs2)
+    return LayerKernels(fwd, bwd, linalg.expand_outputs(fwd, c) * bwd, out_dim, output_diagonal)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +215,7 @@ def layer_kernels(net: Network, X, X2=None, params=None, tile: int | None = None
     symmetric = X2 is None
     X2 = X if X2 is None else net.check_inputs(X2, "X2")
     if params is not None:
-        _check_params(net, params)
+        check_params(net, params)
     if tile is not None:
         tile = _validate.positive_int("tile", tile)
         fwd, bwd = _tiled_grams(net, params, X, X2, tile, symmetric)
@@ -189,12 +224,7 @@ def layer_kernels(net: Network, X, X2=None, params=None, tile: int | None = None
     if params is None:
         fwd, bwd = _infinite_grams(net, X, X2)
         return _assemble(fwd, bwd, net.out_dim, output_diagonal=True)
-    if symmetric:
-        fwd, bwd, deltas, deltas2, inputs, inputs2 = _finite_grams_symmetric(net, params, X)
-    else:
-        fwd, bwd, deltas, deltas2, inputs, inputs2 = _finite_grams(net, params, X, X2)
-    return _assemble(fwd, bwd, net.out_dim, output_diagonal=False, deltas=deltas, deltas2=deltas2, inputs=inputs,
-                     inputs2=inputs2)
+    return _finite_kernels_symmetric(net, params, X) if symmetric else _finite_kernels(net, params, X, X2)
 
 
 def _tiled_grams(net: Network, params, X, X2, tile: int, symmetric: bool):
@@ -224,7 +254,8 @@ def _tiled_grams(net: Network, params, X, X2, tile: int, symmetric: bool):
         else:
             if device not in placed_params:
                 placed_params[device] = jax.device_put(params, device)
-            out = _finite_grams(net, placed_params[device], a, b)[:2]
+            k = _finite_kernels(net, placed_params[device], a, b)
+                out = (k.fwd, k.bwd)
         pending.append((i, j, out))
         if len(pending) >= 2 * len(devices):  # bounded number of blocks in flight
             _store_blocks(pending, fwd, bwd, c, symmetric)
@@ -248,7 +279,7 @@ def _store_blocks(pending, fwd, bwd, c, symmetric) -> None:
             bwd[:, j * c : j * c + b.shape[2], i * c : i * c + b.shape[1]] = np.swapaxes(b, 1, 2)
 
 
-def _check_params(net: Network, params) -> None:
+def check_params(net: Network, params) -> None:
     """params must be ``net.init(seed)`` of this architecture: W shapes and bias presence."""
     try:
         dense = net.dense_params(params)

@@ -49,7 +49,14 @@ class Network:
     bias: bool
     w_std: float
     b_std: float
-    stax_layers: tuple
+    #: excluded from ==/hash: two networks with the same architecture share jit caches
+    stax_layers: tuple = dataclasses.field(compare=False, repr=False)
+
+    def __repr__(self) -> str:
+        widths = ",".join(str(m) for m in self.hidden) or "-"
+        bias = f"b_std={self.b_std:g}" if self.bias else "no bias"
+        return (f"Network(depth={self.depth}, in_dim={self.in_dim}, widths=({widths}), out_dim={self.out_dim}, "
+                f"activation={self.activation!r}, w_std={self.w_std:g}, {bias}, params={self.num_params})")
 
     @property
     def depth(self) -> int:
@@ -108,9 +115,21 @@ class Network:
         return params
 
     def apply(self, params, X):
-        """Network outputs f(X), shape (N, C), through neural-tangents' ``apply_fn``."""
+        """Network outputs f(X), shape (N, C), through neural-tangents' ``apply_fn``.
+
+        A JAX function of (params, X): works under ``jax.jit``, ``jax.vmap``, ``jax.grad`` and with
+        ``neural_tangents.empirical_ntk_fn(net.apply, ...)``; concrete inputs are validated, tracers
+        only shape-checked. A single input of shape (D,) gives outputs of shape (C,)."""
+        if jnp.ndim(X) == 1:
+            return self.apply(params, jnp.reshape(X, (1, -1)))[0]
         X = self.check_inputs(X)
         return self._serial()[1](params, jnp.asarray(X))
+
+    def activate(self, z):
+        """φ(z), the hidden activation, elementwise (neural-tangents' layer applied to an array)."""
+        if self.depth == 1:
+            raise ValueError("a depth-1 network has no hidden activation")
+        return self.stax_layers[1][1]((), z)
 
     def dense_params(self, params) -> list[tuple]:
         """The L ``(W, b)`` pairs of the Dense layers (activation entries dropped)."""

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from . import _linalg
-from .unitwise import _gram_factor
+from .. import linalg
 
 #: Entries of the largest intermediate (row chunk × training rows × basis size) formed at once.
 _CHUNK = 1 << 24
@@ -39,9 +38,35 @@ def gram_coordinates(K, K_cross):
     """(F, F_cross): coordinates of the training rows and of the cross rows in an orthonormal basis
     of the row space of the features behind K = ΦΦᵀ (K = F Fᵀ, F = eigvecs·√λ, numerically-zero
     eigenvalues dropped) and F_cross = K(x', X) eigvecs/√λ = the projection of Φ(x') on that basis."""
-    F, inv = _gram_factor(K)
+    F, inv = gram_basis(K)
+    return F, K_cross @ inv
+
+
+def gram_basis(K):
+    """(F, V) with K = FFᵀ over the numerically non-zero eigenvalues and V = eigvecs/√λ: Φᵀ V is an
+    orthonormal basis (in feature space) of the row space of Φ, for any Φ with ΦΦᵀ = K."""
+    F, inv = linalg.gram_factor(K)
     keep = jnp.any(F != 0, axis=0)
-    return F[:, keep], (K_cross @ inv)[:, keep]
+    return F[:, keep], inv[:, keep]
+
+
+def diagonal_basis_direction(H, delta, left, right, h, d, s, ctx):
+    """(G_l + ρ)⁻¹J̃_lᵀu/N for G_l diagonal (scales ``s`` (r_H, r_Δ)) in an orthonormal Kronecker basis.
+
+    The basis restricted to the data is E_H = H̃ᵀ``left`` (d × r_H) and E_Δ = Δ̃ᵀ``right`` (M × r_Δ),
+    Δ̃ the (N·k × M) flattened backward signals; ``h``/``d`` are the training rows' coordinates
+    ĥ = H̃E_H expanded to rows (n, c) and δ̂ = Δ̃E_Δ. The gradient's coordinates are
+    C = E_Hᵀ∇E_Δ = ĥᵀdiag(u)δ̂/N (it has none outside the data span), so
+
+        ΔW̃ = E_H [C ⊘ (s + ρ)] E_Δᵀ = H̃ᵀ left [C ⊘ (s + ρ)] rightᵀ Δ̃,
+
+    with s_ij = 0 dropped at ρ = 0 (the pseudo-inverse; those coordinates of C vanish too)."""
+    n = ctx.n
+    C = h.T @ (ctx.residual[:, None] * d) / n
+    rcond = linalg.default_rcond(s.size, s.dtype) if ctx.rcond is None else ctx.rcond
+    w = linalg.inverse_eigenvalues(s.reshape(-1), ctx.damping.value, rcond).reshape(s.shape)
+    flat = delta.reshape(-1, delta.shape[-1])
+    return H.T @ (left @ (C * w) @ right.T) @ flat
 
 
 def fitted_scales(h, d, n: int):
@@ -57,8 +82,8 @@ def diagonal_basis_kernel(h_cross, d_cross, h, d, s, damping, n: int, rcond=None
     (``rcond`` defaults to s.size · eps). Never forms the rows × (r_H·r_Δ) design matrix: costs
     O(rows'·rows·r_Δ·r_H) time and O(min(rows', chunk)·rows·max(r_H, r_Δ)) memory.
     """
-    rcond = _linalg.default_rcond(s.size, s.dtype) if rcond is None else rcond
-    w = _linalg.inverse_eigenvalues(s.reshape(-1), damping, rcond).reshape(s.shape)
+    rcond = linalg.default_rcond(s.size, s.dtype) if rcond is None else rcond
+    w = linalg.inverse_eigenvalues(s.reshape(-1), damping, rcond).reshape(s.shape)
     step = max(1, _CHUNK // max(1, h.shape[0] * max(d.shape[1], h.shape[1])))
     blocks = []
     for start in range(0, h_cross.shape[0], step):  # bounded memory: rows' chunks of the (p, q) pairs

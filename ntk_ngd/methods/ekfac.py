@@ -1,5 +1,6 @@
 """EKFAC: K-FAC's Kronecker eigenbasis with the diagonal refitted to the true Fisher (George et al.
-2018; THEORY.md "Kronecker-basis approximations: KPSVD, EKFAC, diagonal Fisher").
+2018; THEORY.md "Kronecker-basis approximations: KPSVD, EKFAC, diagonal Fisher"); rule "tikhonov"
+(ρ added to the refitted scales s_ij).
 
 With A_l = H̃ᵀH̃/N = U_A Λ_A U_Aᵀ and B_l = ΔᵀΔ/N = U_B Λ_B U_Bᵀ (K-FAC's factors; any rescaling of B
 leaves U_B unchanged), EKFAC is G_l = (U_A ⊗ U_B) diag(s) (U_A ⊗ U_B)ᵀ + ρI with
@@ -23,10 +24,14 @@ Isotropy (ρ = 0): Θ_l = Σ_ij ẑ_ij ẑ_ijᵀ, ẑ_ij the unit-normalised tra
 α = Σ_l rank(K^H_l)·rank(K^Δ_l)/(N·C) = N(L−1) + 1 with full-rank Grams (K-FAC's α), but Θ is
 isotropic only for a tight frame: generically not for hidden layers. The readout gives I.
 """
+
 from __future__ import annotations
 
-from . import _kron
+import numpy as np
+
+from . import _conditions, _kron
 from .base import Method, MethodKernel, register, test_kernel_or_none
+from ._fitted import diagonal_verdict, eigen_coordinates_np, fitted_basis_diagonal
 
 
 def eigen_coordinates(fwd, bwd, fwd_cross, bwd_cross, n: int, c: int):
@@ -37,12 +42,12 @@ def eigen_coordinates(fwd, bwd, fwd_cross, bwd_cross, n: int, c: int):
     return h, Fd, h_cross, Fd_cross, _kron.fitted_scales(h, Fd, n)
 
 
-def ekfac_kernel(train, test, *, n, damping, rcond=None, **_) -> MethodKernel:
+def kernel(train, test, ctx):
     c = train.n_outputs_per_sample
 
     def layer_term(l, cross):
-        h, d, h_cross, d_cross, s = eigen_coordinates(train.fwd[l], train.bwd[l], cross.fwd[l], cross.bwd[l], n, c)
-        return _kron.diagonal_basis_kernel(h_cross, d_cross, h, d, s, damping, n, rcond)
+        h, d, h_cross, d_cross, s = eigen_coordinates(train.fwd[l], train.bwd[l], cross.fwd[l], cross.bwd[l], ctx.n, c)
+        return _kron.diagonal_basis_kernel(h_cross, d_cross, h, d, s, ctx.damping.value, ctx.n, ctx.rcond)
 
     def total(cross):
         return sum(layer_term(l, cross) for l in range(train.depth))
@@ -50,4 +55,35 @@ def ekfac_kernel(train, test, *, n, damping, rcond=None, **_) -> MethodKernel:
     return MethodKernel(total(train), test_kernel_or_none(test, total))
 
 
-EKFAC = register(Method("ekfac", ekfac_kernel, "EKFAC: K-FAC eigenbasis, diagonal refitted to the Fisher, + ρI"))
+def direction(train, ctx):
+    """Per layer E_H[C ⊘ (s + ρ)]E_Δᵀ in K-FAC's eigenbasis restricted to the data (:mod:`._kron`)."""
+    out = []
+    for H, delta in zip(train.inputs, train.deltas):
+        k = delta.shape[1]
+        flat = delta.reshape(-1, delta.shape[-1])
+        Fh, Vh = _kron.gram_basis(H @ H.T)
+        Fd, Vd = _kron.gram_basis(flat @ flat.T)
+        h = _kron.expand_rows(Fh, k)
+        s = _kron.fitted_scales(h, Fd, ctx.n)
+        out.append(_kron.diagonal_basis_direction(H, delta, Vh, Vd, h, Fd, s, ctx))
+    return out
+
+
+def predict(lk, ctx):
+    """α = Σ_l rank K^H_l · rank K^Δ_l / (N·k) (tr Θ = #{s_ij > 0}); diagonal from the unit frame.
+    Isotropic only with one layer (the readout block is exact); hidden layers give a frame of unit
+    vectors that is not tight (theory: not isotropic)."""
+    L, rows = lk.depth, lk.ntk.shape[1]
+    n = lk.fwd.shape[1]
+    c = rows // n
+    coords = [(np.repeat(eigen_coordinates_np(lk.fwd[l], ctx.rcond), c, axis=0), eigen_coordinates_np(lk.bwd[l], ctx.rcond))
+              for l in range(L)]
+    alpha = float(sum(h.shape[1] * d.shape[1] for h, d in coords) / rows)
+    cond = (*_conditions.input_grams_full_rank(lk, ctx.rcond, [L - 1]), _conditions.undamped(ctx.damping))
+    diag = sum(fitted_basis_diagonal(h, d, n) for h, d in coords)
+    what = "hidden layers contribute a frame of unit vectors" if L > 1 else "readout only: exact block"
+    return diagonal_verdict("ekfac", alpha, diag, cond, L == 1, what)
+
+
+EKFAC = register(Method("ekfac", "EKFAC: K-FAC eigenbasis, diagonal refitted to the Fisher, + ρI", kernel, direction,
+                        predict, damping_rule="tikhonov"))

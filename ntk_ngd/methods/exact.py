@@ -1,22 +1,40 @@
-"""Exact natural gradient: G = F = JᵀJ/N (THEORY.md claim 1).
+"""Exact natural gradient: G = F = J̃ᵀJ̃/N (THEORY.md claim 1). Damping rule "tikhonov" (F + ρI).
 
 Push-through identity: J (JᵀJ/N + ρI)⁻¹ Jᵀ/N = JJᵀ (JJᵀ + NρI)⁻¹, hence
 
-    Θ_F(x', X) = Θ(x', X) (Θ(X, X) + NρI)⁻¹,    Θ_F(X, X) = Θ(Θ + Nρ)⁻¹ → I  (rank Θ = NC).
+    Θ_F(x', X) = Θ(x', X) (Θ(X, X) + NρI)⁻¹,    Θ_F(X, X) = Θ(Θ + Nρ)⁻¹ → I  (rank Θ = N·k),
+    Δθ = −η J̃ᵀ(Θ + NρI)⁻¹u.
 """
 from __future__ import annotations
 
-from . import _linalg
-from .base import Method, MethodKernel, register, test_kernel_or_none
+from .. import linalg
+from . import _conditions
+from .base import Method, MethodKernel, register, test_kernel_or_none, verdict
 
 
-def exact_kernel(train, test, *, n, damping, rcond=None, **_) -> MethodKernel:
+def _shift(ctx):
+    return ctx.damping.shift("tikhonov", ctx.n)
+
+
+def kernel(train, test, ctx) -> MethodKernel:
     theta = train.total_ntk
-    shift = n * damping
     return MethodKernel(
-        _linalg.damped_projector(theta, shift, rcond),
-        test_kernel_or_none(test, lambda t: _linalg.damped_solve_right(t.total_ntk, theta, shift, rcond)),
+        linalg.projector(theta, _shift(ctx), ctx.rcond),
+        test_kernel_or_none(test, lambda t: linalg.solve_right(t.total_ntk, theta, _shift(ctx), ctx.rcond)),
     )
 
 
-EXACT = register(Method("exact", exact_kernel, "exact natural gradient, F = JᵀJ/N"))
+def direction(train, ctx) -> list:
+    u = linalg.solve(train.total_ntk, ctx.residual, _shift(ctx), ctx.rcond)
+    return [linalg.jt(H, d, u) for H, d in zip(train.inputs, train.deltas)]
+
+
+def predict(lk, ctx):
+    rows = lk.ntk.shape[1]
+    cond = (_conditions.full_rank("ntk", lk.total_ntk, rows, "the NTK", ctx.rcond, _conditions.rows_name(lk)),
+            _conditions.undamped(ctx.damping))
+    return verdict("exact", 1.0, cond)
+
+
+EXACT = register(Method("exact", "exact natural gradient, F = JᵀJ/N", kernel, direction, predict,
+                        damping_rule="tikhonov"))

@@ -1,12 +1,28 @@
-"""Gradient descent: G = I, so Θ_GD(x', X) = Θ(x', X)/N (THEORY.md "Setup")."""
+"""Gradient descent: G = I, so Θ_GD(x', X) = Θ(x', X)/N and Δθ = −η J̃ᵀu/N (THEORY.md "Setup").
+
+Damping is ignored (rule "none"). Theory: Θ/N is isotropic only if the NTK is, which it is not for
+generic data; gd is the baseline every NGD method is compared with, and the negative control of the
+isotropy checks. Step rule: 1/λ_max(Θ/N) (the largest stable constant step is 2/λ_max).
+"""
 from __future__ import annotations
 
-from .base import Method, MethodKernel, register, test_kernel_or_none
+from .. import linalg
+from .base import Method, MethodKernel, Prediction, register, test_kernel_or_none
 
 
-def gd_kernel(train, test, *, n, **_) -> MethodKernel:
-    """Θ_GD = Θ/N with Θ = Σ_l Θ_l the empirical (or infinite-width) NTK."""
-    return MethodKernel(train.total_ntk / n, test_kernel_or_none(test, lambda t: t.total_ntk / n))
+def kernel(train, test, ctx) -> MethodKernel:
+    """Θ/N with Θ = Σ_l Θ_l the empirical (or infinite-width) NTK."""
+    return MethodKernel(train.total_ntk / ctx.n, test_kernel_or_none(test, lambda t: t.total_ntk / ctx.n))
 
 
-GD = register(Method("gd", gd_kernel, "plain gradient descent (for contrast): Θ/N"))
+def direction(train, ctx) -> list:
+    """J̃ᵀu/N per layer: H̃ᵀV/N (the gradient itself)."""
+    return [linalg.jt(H, d, ctx.residual) / ctx.n for H, d in zip(train.inputs, train.deltas)]
+
+
+def predict(lk, ctx) -> Prediction:
+    return Prediction("gd", None, False, (), note="gradient descent: Θ/N, isotropic only if the NTK is")
+
+
+GD = register(Method("gd", "plain gradient descent (for contrast): Θ/N", kernel, direction, predict,
+                     damping_rule="none", step_rule="1/lambda_max"))

@@ -1,5 +1,5 @@
 """KPSVD: the Frobenius-best sum of k Kronecker products per layer block (Koroko et al. 2022;
-THEORY.md "Kronecker-basis approximations: KPSVD, EKFAC, diagonal Fisher").
+THEORY.md "Kronecker-basis approximations: KPSVD, EKFAC, diagonal Fisher"); rule "tikhonov".
 
 Van Loan's rearrangement R maps A ⊗ B to vec(A)vec(B)ᵀ and is an isometry, so the best fit of
 F_l = (1/N) Σ_n (h̃_nh̃_nᵀ) ⊗ S_n, S_n = Σ_c δ_{n,c}δ_{n,c}ᵀ, by Σ_{i≤k} σ_i A_i ⊗ B_i is the rank-k
@@ -31,13 +31,16 @@ the readout gives I. Koroko et al.'s code: ``kpsvd`` is k = 1 with K-FAC-style f
 only; ``kfac_cor`` is K-FAC's A⊗B plus the best Kronecker fit of F − A⊗B. Here the additive
 damping makes every k the same Tikhonov-regularised natural gradient.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
-from .. import _validate
-from . import _kron, _linalg
-from .base import Method, MethodKernel, register, test_kernel_or_none
+from .. import _validate, linalg
+from . import _conditions, _kron
+from ._fitted import diagonal_verdict
+from .base import Method, MethodKernel, Option, Prediction, register, test_kernel_or_none
 
 
 def check_rank(rank) -> int:
@@ -57,11 +60,11 @@ def kronecker_svd(fwd, bwd, n: int, c: int, rank: int, rcond=None, core=None):
     A_i = Σ_n a_{i,n} h̃_nh̃_nᵀ, B_i = Σ_n b_{i,n} S_n (module docstring); k ≤ ``rank``.
     ``core`` (N×N, default I/N): fit U·core·Vᵀ instead of R(F_l) = U Vᵀ/N."""
     G_U, G_V = sample_grams(fwd, bwd, n, c)
-    root_U, pinv_root_U = _linalg.psd_sqrt_and_pinv_sqrt(G_U, rcond)
-    root_V, pinv_root_V = _linalg.psd_sqrt_and_pinv_sqrt(G_V, rcond)
+    root_U, pinv_root_U = linalg.sqrt_and_pinv_sqrt(G_U, rcond)
+    root_V, pinv_root_V = linalg.sqrt_and_pinv_sqrt(G_V, rcond)
     core = jnp.eye(n) / n if core is None else core
     P, sig, Wt = jnp.linalg.svd(root_U @ core @ root_V)
-    cut = (_linalg.default_rcond(n, sig.dtype) if rcond is None else rcond) * sig[0]
+    cut = (linalg.default_rcond(n, sig.dtype) if rcond is None else rcond) * sig[0]
     k = max(1, min(rank, int(jnp.sum(sig > cut))))
     a = (pinv_root_U @ P[:, :k]).T
     b = (pinv_root_V @ Wt[:k].T).T
@@ -69,55 +72,138 @@ def kronecker_svd(fwd, bwd, n: int, c: int, rank: int, rcond=None, core=None):
     return sig[:k], a * sign, b * sign
 
 
-def corrected_kfac_terms(fwd, bwd, n: int, c: int, rcond=None):
-    """Koroko et al.'s ``kfac_cor``: K-FAC's A⊗B (a = b = 1/N: A = H̃ᵀH̃/N, B = Σ_n S_n/N) plus the best
-    Kronecker fit σ C⊗D of the remainder F_l − A⊗B, whose rearrangement is U(I/N − 11ᵀ/N²)Vᵀ."""
-    ones = jnp.ones((1, n)) / n
-    sig, a, b = kronecker_svd(fwd, bwd, n, c, 1, rcond, core=jnp.eye(n) / n - ones.T @ ones)
-    return jnp.concatenate([jnp.ones(1), sig]), jnp.concatenate([ones, a]), jnp.concatenate([ones, b])
+class LayerFit:
+    """One layer's fitted Kronecker sum restricted to the data: the orthonormal data bases (F_H, V_H), (F_Δ, V_Δ)
+    of K^H and K^Δ (:func:`._kron.gram_basis`) and the terms σ_i Ã_i ⊗ B̃_i in those coordinates."""
+
+    def __init__(self, fwd, bwd, n, c, terms):
+        sig, a, b = terms
+        self.c, self.n = c, n
+        self.Fh, self.Vh = _kron.gram_basis(fwd)
+        self.Fd, self.Vd = _kron.gram_basis(bwd)
+        self.sig = sig
+        self.A = [self.Fh.T @ (ai[:, None] * self.Fh) for ai in a]
+        self.B = [self.Fd.T @ (_kron.expand_rows(bi, c)[:, None] * self.Fd) for bi in b]
+
+    @property
+    def single(self) -> bool:
+        return len(self.sig) == 1
+
+    def eigenbasis(self):
+        """(Pa, Pb, s): for one term, M = σÃ⊗B̃ is diagonal in the eigenbases of Ã and B̃, s_ij = σα_iβ_j."""
+        alpha, Pa = linalg.eigh_sym(self.A[0])
+        beta, Pb = linalg.eigh_sym(self.B[0])
+        return Pa, Pb, self.sig[0] * jnp.outer(alpha, beta)
+
+    def matrix(self):
+        """M = Σ_i σ_i Ã_i ⊗ B̃_i ((r_H·r_Δ)-square)."""
+        return sum(si * jnp.kron(Ai, Bi) for si, Ai, Bi in zip(self.sig, self.A, self.B))
 
 
-def _layer_term(fwd_cross, bwd_cross, fwd, bwd, n, c, rank, damping, rcond, corrected=False):
-    sig, a, b = (corrected_kfac_terms(fwd, bwd, n, c, rcond) if corrected
-                 else kronecker_svd(fwd, bwd, n, c, rank, rcond))
-    Fh, Fh_cross = _kron.gram_coordinates(fwd, fwd_cross)
-    Fd, Fd_cross = _kron.gram_coordinates(bwd, bwd_cross)
-    A = [Fh.T @ (ai[:, None] * Fh) for ai in a]
-    B = [Fd.T @ (_kron.expand_rows(bi, c)[:, None] * Fd) for bi in b]
-    if len(sig) == 1:
-        alpha, Pa = _linalg.eigh_psd(A[0])
-        beta, Pb = _linalg.eigh_psd(B[0])
-        s = sig[0] * jnp.outer(alpha, beta)
-        h, h_cross = _kron.expand_rows(Fh @ Pa, c), _kron.expand_rows(Fh_cross @ Pa, c)
-        return _kron.diagonal_basis_kernel(h_cross, Fd_cross @ Pb, h, Fd @ Pb, s, damping, n, rcond)
-    M = sum(si * jnp.kron(Ai, Bi) for si, Ai, Bi in zip(sig, A, B))
-    Z = _kron.face_split(_kron.expand_rows(Fh, c), Fd)
+def layer_kernel(fit: LayerFit, fwd_cross, bwd_cross, ctx):
+    """Θ_l(x', X) = Z(x')(M + ρ)⁻¹Z(X)ᵀ/N with Z the rows' coordinates (module docstring)."""
+    c, n = fit.c, ctx.n
+    Fh_cross, Fd_cross = fwd_cross @ fit.Vh, bwd_cross @ fit.Vd
+    if fit.single:
+        Pa, Pb, s = fit.eigenbasis()
+        h, h_cross = _kron.expand_rows(fit.Fh @ Pa, c), _kron.expand_rows(Fh_cross @ Pa, c)
+        return _kron.diagonal_basis_kernel(h_cross, Fd_cross @ Pb, h, fit.Fd @ Pb, s, ctx.damping.value, n, ctx.rcond)
+    Z = _kron.face_split(_kron.expand_rows(fit.Fh, c), fit.Fd)
     Z_cross = _kron.face_split(_kron.expand_rows(Fh_cross, c), Fd_cross)
-    return _linalg.damped_solve_right(Z_cross, M, damping, rcond) @ Z.T / n
+    return linalg.solve_right(Z_cross, fit.matrix(), ctx.damping.value, ctx.rcond) @ Z.T / n
 
 
-def kpsvd_kernel(train, test, *, n, damping, rank=1, rcond=None, corrected=False, **_) -> MethodKernel:
-    rank = check_rank(rank)
+def layer_direction(fit: LayerFit, H, delta, ctx):
+    """(G_l + ρ)⁻¹J̃_lᵀu/N: in the data coordinates C = ĥᵀdiag(u)δ̂/N, X = (M + ρ)⁻¹vec(C), ΔW̃ = H̃ᵀV_H X V_ΔᵀΔ̃."""
+    c = fit.c
+    if fit.single:
+        Pa, Pb, s = fit.eigenbasis()
+        h = _kron.expand_rows(fit.Fh @ Pa, c)
+        return _kron.diagonal_basis_direction(H, delta, fit.Vh @ Pa, fit.Vd @ Pb, h, fit.Fd @ Pb, s, ctx)
+    h = _kron.expand_rows(fit.Fh, c)
+    C = h.T @ (ctx.residual[:, None] * fit.Fd) / ctx.n
+    X = linalg.solve(fit.matrix(), C.reshape(-1), ctx.damping.value, ctx.rcond).reshape(C.shape)
+    return H.T @ (fit.Vh @ X @ fit.Vd.T) @ delta.reshape(-1, delta.shape[-1])
+
+
+def fitted_kernel(train, test, ctx, terms_of) -> MethodKernel:
+    """Σ_l Θ_l for per-layer terms ``terms_of(fwd, bwd, n, c)`` (kpsvd, kfac_cor)."""
     c = train.n_outputs_per_sample
+    fits = [LayerFit(train.fwd[l], train.bwd[l], ctx.n, c, terms_of(train.fwd[l], train.bwd[l], ctx.n, c))
+            for l in range(train.depth)]
 
     def total(cross):
-        return sum(_layer_term(cross.fwd[l], cross.bwd[l], train.fwd[l], train.bwd[l], n, c, rank, damping, rcond,
-                               corrected) for l in range(train.depth))
+        return sum(layer_kernel(f, cross.fwd[l], cross.bwd[l], ctx) for l, f in enumerate(fits))
 
     return MethodKernel(total(train), test_kernel_or_none(test, total))
 
 
-def kfac_cor_kernel(train, test, *, n, damping, rcond=None, **_) -> MethodKernel:
-    """Θ_G of K-FAC + the best Kronecker fit of its remainder, per layer, + ρI (Koroko et al.)."""
-    return kpsvd_kernel(train, test, n=n, damping=damping, rcond=rcond, corrected=True)
+def fitted_direction(train, ctx, terms_of) -> list:
+    out = []
+    for H, delta in zip(train.inputs, train.deltas):
+        c = delta.shape[1]
+        flat = delta.reshape(-1, delta.shape[-1])
+        fwd, bwd = H @ H.T, flat @ flat.T
+        fit = LayerFit(fwd, bwd, ctx.n, c, terms_of(fwd, bwd, ctx.n, c))
+        out.append(layer_direction(fit, H, delta, ctx))
+    return out
 
 
-KPSVD = register(
-    Method("kpsvd", kpsvd_kernel, "KPSVD: best Frobenius fit Σ_{i≤rank} σ_i A_i⊗B_i per layer, + ρI (rank=)",
-           options=("rank",))
-)
+def _terms(ctx):
+    rank = ctx.option("rank")
+    return lambda fwd, bwd, n, c: kronecker_svd(fwd, bwd, n, c, rank, ctx.rcond)
 
 
-KFAC_COR = register(
-    Method("kfac_cor", kfac_cor_kernel, "corrected K-FAC (Koroko et al.): A⊗B + best Kronecker fit of F − A⊗B, + ρI")
-)
+def kernel(train, test, ctx) -> MethodKernel:
+    return fitted_kernel(train, test, ctx, _terms(ctx))
+
+
+def direction(train, ctx) -> list:
+    return fitted_direction(train, ctx, _terms(ctx))
+
+
+def kpsvd_weights(fwd, bwd, n: int, c: int, rank: int = 1) -> np.ndarray:
+    """w_n = Σ_{i≤k} σ_i a_{i,n} b_{i,n} of layer blocks Σ σ_i A_i⊗B_i, A_i = Σ_n a_{i,n}h̃_nh̃_nᵀ,
+    B_i = Σ_n b_{i,n}Σ_cδ_{n,c}δ_{n,c}ᵀ (||A_i||_F = ||B_i||_F = 1).
+
+    From the singular-vector equations of R(F_l) = UVᵀ/N (G_U = UᵀU = K^H∘K^H, G_V = VᵀV):
+    G_U a = Nσ b and G_V b = Nσ a, so a is an eigenvector of the non-symmetric G_V G_U with eigenvalue
+    N²σ² (numpy ``eig``; the method itself uses an SVD of G_U^{1/2}G_V^{1/2}), aᵀG_Ua = 1, b = G_Ua/(Nσ).
+    """
+    fwd, bwd = np.asarray(fwd, float), np.asarray(bwd, float)
+    G_U = fwd**2
+    G_V = np.sum((bwd**2).reshape(n, c, n, c), axis=(1, 3))
+    lam, vecs = np.linalg.eig(G_V @ G_U)
+    order = np.argsort(-lam.real)
+    w = np.zeros(n)
+    for i in order[:rank]:
+        if lam.real[i] <= n * np.finfo(float).eps * lam.real[order[0]]:
+            break
+        a = vecs[:, i].real
+        a = a / np.sqrt(a @ G_U @ a)
+        sigma = np.sqrt(lam.real[i]) / n
+        w += sigma * a * (G_U @ a) / (n * sigma)
+    return w
+
+
+def predict(lk, ctx):
+    """Hidden layer with rank K^H = N, rank K^Δ = N·k: diag(1/(N w)) (⊗ I_k); readout: I (full-rank K^H_L).
+    Isotropic iff the predicted diagonal is constant (e.g. constant-row-sum Grams)."""
+    rank = ctx.option("rank")
+    L = lk.depth
+    n, rows = lk.fwd.shape[1], lk.ntk.shape[1]
+    c = rows // n
+    cond = [*_conditions.input_grams_full_rank(lk, ctx.rcond), *_conditions.backward_grams_full_rank(lk, ctx.rcond),
+            _conditions.undamped(ctx.damping)]
+    if not all(x.holds for x in cond):
+        return Prediction("kpsvd", None, False, tuple(cond))
+    hidden = [kpsvd_weights(lk.fwd[l], lk.bwd[l], n, c, rank) for l in range(L - 1)]
+    diag = 1.0 + sum(np.repeat(1.0 / (n * w), c) for w in hidden) if hidden else np.ones(rows)
+    what = "hidden layers contribute diag(1/(N Σσ a∘b))" if hidden else "readout only: exact block"
+    return diagonal_verdict("kpsvd", float(np.mean(diag)), diag, cond, True, what, diagonal_kernel=True)
+
+
+OPTIONS = (Option("rank", 1, lambda v, _: check_rank(v), "number k of Kronecker terms per layer"),)
+
+KPSVD = register(Method("kpsvd", "KPSVD: best Frobenius fit Σ_{i≤rank} σ_i A_i⊗B_i per layer, + ρI (rank=)", kernel,
+                        direction, predict, damping_rule="tikhonov", options=OPTIONS))

@@ -1,0 +1,101 @@
+"""Sampled Fisher: G = (1/k)Σ_s Σ_n J̃_nᵀξ_n^{(s)}ξ_n^{(s)ᵀ}J̃_n/N with whitened model samples ξ, E[ξξᵀ] = I
+(THEORY.md claim 7); rule "tikhonov". MSE: ξ ~ N(0, I_C) (targets sampled from the Gaussian model);
+cross-entropy: ξ_n = S_n^{−1/2}Vᵀ(p_n − e_y), y ~ Cat(p_n) (:meth:`ntk_ngd.losses.Loss.sample_scores`).
+Options ``samples`` (k) and ``seed``: the draw of step t uses ``jax.random.fold_in(PRNGKey(seed), t)``,
+so the kernel (step 0), the dynamics, training and the dense reference see the same samples.
+
+A weighted Fisher (:mod:`._weighted`) with E holding ξ_n^{(s)}/√k in sample n's rows; Q_n = (1/k)Σ_s ξξᵀ.
+With every Q_n invertible (k ≥ rows per sample, a.s.) and ρ = 0: Θ_SF = Q⁻¹ on the training points,
+Δf = −ηQ⁻¹u (for one output −η u ⊘ mean(ξ²)): random, not isotropic, unbiased only in G, not in the
+step (see the fisher_variance figure). With k smaller than the rows per sample Q is singular: the
+step exists only for ρ > 0 (Woodbury). Step rule: η = 1.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+
+from .. import _validate, linalg
+from . import _conditions, _weighted
+from .base import Method, Option, Prediction, register
+
+
+def draw(loss, f, options: dict, step: int):
+    """Whitened model scores of step ``step``: (N, k, samples)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(options["seed"]), step)
+    return loss.sample_scores(key, jnp.asarray(f), options["samples"])
+
+
+def _factor(ctx):
+    scores = ctx.scores
+    return linalg.per_sample_factor(scores / math.sqrt(scores.shape[-1]))
+
+
+def _full_rank(ctx) -> bool:
+    """Every Q_n invertible: samples ≥ rows per sample (almost surely)."""
+    return ctx.scores.shape[-1] >= ctx.scores.shape[1]
+
+
+def kernel(train, test, ctx):
+    theta_test = None if test is None else test.full_output_ntk()
+    return _weighted.weighted_fisher_kernel(train.full_output_ntk(), theta_test, _factor(ctx), ctx,
+                                            label="sf: the sampled Fisher")
+
+
+def _coefficients(E, ctx):
+    """c with u = E c (every Q_n invertible): c = EᵀQ⁻¹u, Q = EEᵀ block-diagonal."""
+    cols = ctx.scores / math.sqrt(ctx.scores.shape[-1])
+    Q = jnp.einsum("nck,ndk->ncd", cols, cols)
+    u = jnp.reshape(ctx.residual, (ctx.n, -1, 1))
+    return E.T @ jnp.linalg.solve(Q, u).reshape(-1)
+
+
+def step(train, test, ctx):
+    if not _full_rank(ctx):
+        raise ValueError(f"sf with samples={ctx.scores.shape[-1]} < {ctx.scores.shape[1]} rows per sample has a "
+                         f"singular per-sample Fisher; use samples >= {ctx.scores.shape[1]}")
+    E = _factor(ctx)
+    theta_test = None if test is None else test.full_output_ntk()
+    return _weighted.weighted_step(train.full_output_ntk(), theta_test, E, _coefficients(E, ctx),
+                                   ctx.damping.shift("tikhonov", ctx.n), ctx.rcond)
+
+
+def direction(train, ctx):
+    """u = Ec when every Q_n is invertible; otherwise Jᵀu = Φᵀb + (Jᵀu − Φᵀb) with b = (EᵀΘE)⁺EᵀΘu,
+    whose second part lies in null(G) and is scaled by 1/ρ (the pseudo-inverse G⁺∇ at ρ = 0)."""
+    E = _factor(ctx)
+    shift = ctx.damping.shift("tikhonov", ctx.n)
+    if _full_rank(ctx):
+        return _weighted.weighted_direction(train, E, _coefficients(E, ctx), shift, ctx.rcond)
+    theta = jnp.sum(train.ntk, axis=0)
+    u = ctx.residual
+    gram = E.T @ theta @ E
+    b = linalg.solve(gram, E.T @ (theta @ u), 0.0, ctx.rcond)
+    w = E @ linalg.solve(gram, b, shift, ctx.rcond)
+    if ctx.damping.positive:
+        w = w + (u - E @ b) / shift
+    return [linalg.jt(H, d, w) for H, d in zip(train.inputs, train.deltas)]
+
+
+def warn_if_singular(samples: int, rows: int, positive: bool) -> None:
+    if samples < rows and not positive:
+        warnings.warn(f"sf: samples={samples} < {rows} rows per sample gives a singular per-sample Fisher weight; at "
+                      "damping 0 the update is the pseudo-inverse G^+ grad (the damping -> 0 limit is infinite); "
+                      "pass damping > 0", RuntimeWarning, stacklevel=4)
+
+
+def predict(lk, ctx):
+    theta = lk.full_output_ntk()
+    cond = (_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, "N*k"),
+            _conditions.undamped(ctx.damping))
+    return Prediction("sf", None, False, cond, note="sampled Fisher: Θ_SF = Q⁻¹, random, not isotropic")
+
+
+OPTIONS = (Option("samples", 1, lambda v, _: _validate.positive_int("samples", v), "k model samples per input"),
+           Option("seed", 0, lambda v, _: _validate.positive_int("seed", v, minimum=0), "seed of the samples"))
+
+SF = register(Method("sf", "sampled Fisher, k Monte Carlo targets (samples=, seed=)", kernel, direction, predict,
+                     damping_rule="tikhonov", options=OPTIONS, step_rule="one", step=step, draw=draw))
