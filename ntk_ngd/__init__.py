@@ -12,8 +12,10 @@ from . import _config
 
 _config.apply()
 
-from . import datasets, deep_linear, dense, methods, training  # noqa: E402
+from . import datasets, deep_linear, losses, methods, optim, training  # noqa: E402
 from . import fisher_variance  # noqa: E402
+from . import reference  # noqa: E402
+from .damping import Damping  # noqa: E402
 from .diagnostics import isotropy, predict  # noqa: E402
 from .dynamics import simulate  # noqa: E402
 from .function_space import method_kernels, preconditioned_kernel  # noqa: E402
@@ -21,14 +23,15 @@ from .kernels import LayerKernels, layer_kernels  # noqa: E402
 from .networks import Network, mlp  # noqa: E402
 from .preprocessing import forster_transform, leverage_scores  # noqa: E402
 from .training import train  # noqa: E402
-from . import cross_entropy  # noqa: E402
+from .trajectory import Trajectory  # noqa: E402
 
 METHODS = methods.METHODS
+dense = reference  # the parameter-space reference (kept under its former name)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "METHODS", "LayerKernels", "Network", "datasets", "deep_linear", "dense", "forster_transform", "isotropy",
-    "layer_kernels", "leverage_scores", "method_kernels", "methods", "mlp", "predict", "preconditioned_kernel",
-    "simulate", "train", "training",
+    "METHODS", "Damping", "LayerKernels", "Network", "Trajectory", "datasets", "deep_linear", "dense",
+    "forster_transform", "isotropy", "layer_kernels", "leverage_scores", "losses", "method_kernels", "methods",
+    "mlp", "optim", "predict", "preconditioned_kernel", "reference", "simulate", "train", "training",
 ]

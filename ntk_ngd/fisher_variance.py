@@ -52,8 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
-from .methods import _linalg
-from .methods.empirical import sf_kernel
+from . import linalg, losses, methods
+from .damping import Damping
 
 MODELS = ("gaussian", "softmax")
 
@@ -351,7 +351,7 @@ def sf_scatter_leading_order(theta, residual, damping: float, samples: int) -> t
         raise ValueError(f"residual has {r.size} entries but theta is {n}×{n} (C = 1 only)")
     if not np.all(np.isfinite(r)) or not np.any(r):
         raise ValueError("residual must be finite and not all zero")
-    A = np.asarray(_linalg.damped_projector(jnp.asarray(theta), n * rho))
+    A = np.asarray(linalg.projector(jnp.asarray(theta), n * rho))
     step = A @ r
     norm2 = float(step @ step)
     v = step / math.sqrt(norm2)
@@ -363,7 +363,7 @@ def sf_scatter_leading_order(theta, residual, damping: float, samples: int) -> t
 
 def sampled_fisher_steps(train_kernels, residual, samples: int, damping: float, seeds) -> np.ndarray:
     """Δf_SF/(−η) on the training points for each noise seed, through the library's ``sf`` kernel
-    (methods/empirical.py): rows Θ_SF(X, X; seed) r, shape (len(seeds), N·C)."""
+    (methods/sf.py, MSE model samples): rows Θ_SF(X, X; seed) r, shape (len(seeds), N·C)."""
     k = _validate.positive_int("samples", samples)
     rho = _validate.nonnegative("damping", damping)
     n = train_kernels.fwd.shape[1]
@@ -372,5 +372,13 @@ def sampled_fisher_steps(train_kernels, residual, samples: int, damping: float, 
         raise ValueError(f"residual has {r.shape[0]} entries; the kernels need N·C = {n * train_kernels.out_dim}")
     if k < train_kernels.out_dim and rho == 0:
         raise ValueError(f"sf with samples={k} < C={train_kernels.out_dim} is singular at damping 0; use more samples")
-    rows = [sf_kernel(train_kernels, None, n=n, damping=rho, samples=k, seed=int(s)).train @ r for s in seeds]
+    sf = methods.get("sf")
+    f = jnp.zeros((n, train_kernels.out_dim))
+
+    def kernel(seed):
+        opts = sf.normalise_options({"samples": k, "seed": int(seed)}, train_kernels.depth)
+        ctx = methods.Context(n, Damping.of(rho), opts, scores=sf.draw(losses.MSE, f, dict(opts), 0))
+        return sf.kernel(train_kernels, None, ctx).train
+
+    rows = [kernel(s) @ r for s in seeds]
     return np.asarray(jnp.stack(rows))

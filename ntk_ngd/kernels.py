@@ -134,8 +134,9 @@ class LayerKernels:
 # ---------------------------------------------------------------------------------------------
 # finite width: the Gram form
 # ---------------------------------------------------------------------------------------------
-def layer_features(net: Network, params, X):
-    """Scaled layer inputs h̃_{l−1} (N, d_l) and backward signals δ_l (N, C, M_l), per layer.
+def layer_features(net: Network, params, X, with_outputs: bool = False):
+    """Scaled layer inputs h̃_{l−1} (N, d_l) and backward signals δ_l (N, C, M_l), per layer (and the
+    outputs f(X) (N, C) of the same forward pass with ``with_outputs``).
 
     δ_{l,c}(x_n) = ∂f_c(x_n)/∂z_l(x_n): one vjp of Σ_n f_c(x_n) w.r.t. zero "taps" added to
     every pre-activation, vmapped over the C outputs (samples do not interact in an MLP).
@@ -151,7 +152,7 @@ def layer_features(net: Network, params, X):
     eye = jnp.eye(net.out_dim, dtype=f.dtype)
     (deltas,) = jax.vmap(lambda e: vjp_fn(jnp.broadcast_to(e, f.shape)))(eye)  # each (C, N, M_l)
     deltas = [jnp.moveaxis(d, 0, 1) for d in deltas]
-    return inputs, deltas
+    return (inputs, deltas, f) if with_outputs else (inputs, deltas)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -254,8 +255,8 @@ def _tiled_grams(net: Network, params, X, X2, tile: int, symmetric: bool):
         else:
             if device not in placed_params:
                 placed_params[device] = jax.device_put(params, device)
-            k = _finite_kernels(net, placed_params[device], a, b)
-                out = (k.fwd, k.bwd)
+            block = _finite_kernels(net, placed_params[device], a, b)
+            out = (block.fwd, block.bwd)
         pending.append((i, j, out))
         if len(pending) >= 2 * len(devices):  # bounded number of blocks in flight
             _store_blocks(pending, fwd, bwd, c, symmetric)

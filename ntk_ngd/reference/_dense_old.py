@@ -51,8 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from . import _validate
-from .networks import Network
+from .. import _validate
+from ..networks import Network
 
 #: Largest parameter count the dense reference accepts (a P×P float64 matrix is 3.2 GB there).
 MAX_PARAMS = 20000

@@ -1,0 +1,105 @@
+"""Every registered method as an optax gradient transformation (THEORY.md "Setup"; issue: optax).
+
+    tx = optax.chain(optim.natural_gradient(net, method="kfac", damping=1e-3), optax.scale_by_learning_rate(0.1))
+    updates, state = tx.update(grads, state, params, batch=(X, Y))
+    params = optax.apply_updates(params, updates)
+
+:func:`natural_gradient` returns an ``optax.GradientTransformationExtraArgs`` whose ``update`` computes
+the method's direction (G + ρI)⁻¹∇L at ``params`` on ``batch = (X, Y)`` in Gram form (no P×P matrix:
+per-layer features, N·k-sized Grams; :mod:`ntk_ngd.methods`) — the *positive* preconditioned gradient,
+like ``optax.scale_by_adam``: chain a learning rate after it. The natural gradient needs the per-sample
+features, not just the mean gradient, so it recomputes ∇L from the batch and ignores the incoming
+``updates`` (put it first in a chain; clipping, weight decay and schedules go after it). It is
+jit-able (the damping and the step counter are traced values; only ρ > 0 vs ρ = 0 is static), works
+for both losses (``loss="mse"`` with targets Y (N, C), ``loss="cross_entropy"`` with labels or one-hot),
+and its state counts steps (the sampled Fisher draws its model samples from (seed, step)).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import losses, methods
+from .damping import Damping
+from .kernels import LayerKernels, check_params, layer_features
+from .networks import Network
+
+
+class NaturalGradientState(NamedTuple):
+    """Steps taken (selects the sampled-Fisher draw of the next step)."""
+
+    count: jax.Array
+
+
+def tildes_to_tree(net: Network, params, tildes):
+    """Per-layer W̃ (fan_in + bias, fan_out) → a pytree shaped like ``params``."""
+    out = []
+    for l in range(net.depth):
+        W, b = params[2 * l]
+        t = tildes[l]
+        fi = W.shape[0]
+        out.append((t[:fi].reshape(W.shape), None if b is None else t[fi:].reshape(b.shape)))
+        if l < net.depth - 1:
+            out.append(params[2 * l + 1])
+    return out
+
+
+def direction(net: Network, spec: methods.Method, opts: tuple, loss: losses.Loss, params, X, Y, damping: Damping,
+              rcond=None, step=0, offset=None):
+    """(G + ρI)⁻¹∇L at ``params`` as a params-shaped pytree (traceable). ``offset`` is subtracted from the
+    outputs (a centred model f(x; θ) − f(x; θ_0) has the same Jacobian and Fisher)."""
+    inputs, deltas, f = layer_features(net, params, X, with_outputs=True)
+    if offset is not None:
+        f = f - offset
+    w = loss.whiten(f, Y)
+    if w.R is not None:
+        deltas = [jnp.einsum("nkc,ncm->nkm", w.R, d) for d in deltas]
+    train = LayerKernels.from_features(inputs, deltas)
+    scores = spec.draw(loss, f, dict(opts), step) if spec.random else None
+    ctx = methods.Context(X.shape[0], damping, opts, rcond, jnp.reshape(w.u, (-1,)), w.s, scores, net)
+    return tildes_to_tree(net, params, spec.direction(train, ctx))
+
+
+def natural_gradient(net: Network, method: str = "exact", damping=0.0, loss: str = "mse", rcond: float | None = None,
+                     **options) -> optax.GradientTransformationExtraArgs:
+    """The preconditioned gradient (G + ρI)⁻¹∇L of ``method`` (module docstring). ``options`` are the
+    method's (``Method.options``), validated here; ``damping`` a number ≥ 0 or a :class:`~ntk_ngd.damping.Damping`."""
+    spec = methods.get(method)
+    loss = losses.get(loss)
+    spec.check_loss(loss.name)
+    opts = spec.normalise_options(options, net.depth)
+    damping = Damping.of(damping)
+    if spec.random:
+        from .methods import sf
+
+        sf.warn_if_singular(dict(opts)["samples"], loss.rows(net.out_dim), damping.positive)
+
+    def init_fn(params):
+        if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(params)):
+            check_params(net, params)
+        return NaturalGradientState(jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None, *, batch, offset=None, **extra_args):
+        """``batch = (X, Y)``; ``offset`` (optional, N×C) is subtracted from the outputs (centred model)."""
+        del updates, extra_args
+        if params is None:
+            raise ValueError("natural_gradient needs params: tx.update(grads, state, params, batch=(X, Y))")
+        X, Y = batch
+        d = direction(net, spec, opts, loss, params, jnp.asarray(X), jnp.asarray(Y), damping, rcond, state.count,
+                      offset)
+        return d, NaturalGradientState(state.count + 1)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def ngd(net: Network, learning_rate, method: str = "exact", damping=0.0, loss: str = "mse", **options):
+    """``optax.chain(natural_gradient(...), optax.scale_by_learning_rate(learning_rate))``: a ready
+    optimiser (``learning_rate`` a number or an optax schedule), like ``optax.adam``."""
+    return optax.chain(natural_gradient(net, method, damping, loss, **options),
+                       optax.scale_by_learning_rate(learning_rate))
+
+
+__all__ = ["NaturalGradientState", "direction", "natural_gradient", "ngd", "tildes_to_tree"]
