@@ -7,6 +7,8 @@ import numpy as np
 
 
 def positive_int(name: str, value, minimum: int = 1) -> int:
+    if is_traced(value):  # e.g. jax.vmap(net.init) over seeds: checked by the caller's shapes only
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:

@@ -41,6 +41,8 @@ class Damping:
         """A Damping from a number ≥ 0 (validated) or an existing Damping."""
         if isinstance(damping, Damping):
             return damping
+        if _validate.is_traced(damping):  # a traced ρ (e.g. jax.grad w.r.t. the damping) is taken as positive
+            return cls(damping, True)
         rho = _validate.nonnegative("damping", damping)
         return cls(jnp.asarray(rho, dtype=jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32),
                    rho > 0)

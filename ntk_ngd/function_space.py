@@ -66,10 +66,11 @@ def warn_rank_deficient_layers(prob, spec) -> None:
     if not spec.layerwise:
         return
     rows = prob.n * prob.rows
+    label = "N*C" if prob.loss.name == "mse" else "N*(C-1)"
     for l, count in enumerate(prob.net.layer_param_counts):
         if count < rows:
             warnings.warn(
-                f"{spec.name}: layer {l + 1} has {count} parameters < N*k = {rows}; its block is rank-deficient "
+                f"{spec.name}: layer {l + 1} has {count} parameters < {label} = {rows}; its block is rank-deficient "
                 "at damping 0 and the kernel cannot be isotropic", RuntimeWarning, stacklevel=3)
 
 

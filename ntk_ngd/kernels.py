@@ -61,6 +61,15 @@ class LayerKernels:
     deltas2: tuple | None = dataclasses.field(default=None, repr=False)
     inputs: tuple | None = dataclasses.field(default=None, repr=False)
     inputs2: tuple | None = dataclasses.field(default=None, repr=False)
+    #: loss-whitened (cross-entropy: k = C − 1 rows per sample)
+    whitened: bool = False
+
+    @property
+    def rows_label(self) -> str:
+        """How the row count reads in messages: "N", "N*C" or "N*(C-1)" (whitened)."""
+        if self.ntk.shape[1] == self.fwd.shape[1]:
+            return "N"
+        return "N*(C-1)" if self.whitened else "N*C"
 
     @property
     def depth(self) -> int:
@@ -119,16 +128,16 @@ class LayerKernels:
             return None if ds is None else tuple(jnp.einsum("nkc,ncm->nkm", rows, d) for d in ds)
 
         return LayerKernels(self.fwd, b, linalg.expand_outputs(self.fwd, k) * b, k, False,
-                            mix(left, self.deltas), mix(right, self.deltas2), self.inputs, self.inputs2)
+                            mix(left, self.deltas), mix(right, self.deltas2), self.inputs, self.inputs2, True)
 
     def tree_flatten(self):
         return ((self.fwd, self.bwd, self.ntk, self.deltas, self.deltas2, self.inputs, self.inputs2),
-                (self.out_dim, self.output_diagonal))
+                (self.out_dim, self.output_diagonal, self.whitened))
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         fwd, bwd, ntk, deltas, deltas2, inputs, inputs2 = children
-        return cls(fwd, bwd, ntk, aux[0], aux[1], deltas, deltas2, inputs, inputs2)
+        return cls(fwd, bwd, ntk, *aux[:2], deltas, deltas2, inputs, inputs2, aux[2])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,21 +58,29 @@ def check_network(net) -> Network:
     return net
 
 
+def _array(x):
+    """float64 numpy array, or the tracer itself inside jit/vmap/grad (validated by shape only)."""
+    return x if _validate.is_traced(x) else np.asarray(x, dtype=float)
+
+
 def prepare(net, X, params=None, loss="mse", targets=None, outputs=None, residual=None, X_test=None) -> Problem:
-    """Validate and assemble a :class:`Problem` (module docstring)."""
+    """Validate and assemble a :class:`Problem` (module docstring). Works on tracers (jit/vmap/grad):
+    their values are not inspected, only their shapes."""
     net = check_network(net)
     loss = losses.get(loss)
-    X = np.asarray(net.check_inputs(X, "X"), dtype=float)
+    X = _array(net.check_inputs(X, "X"))
     n = X.shape[0]
     if params is not None:
         from .kernels import check_params
 
         check_params(net, params)
     if outputs is None:
-        f = np.zeros((n, net.out_dim)) if params is None else np.asarray(net.apply(params, X), dtype=float)
+        f = jnp.zeros((n, net.out_dim)) if params is None else _array(net.apply(params, X))
     else:
-        f = np.asarray(_validate.finite_matrix("outputs", outputs, cols=net.out_dim, rows=n), dtype=float)
-    Y = None if targets is None else loss.check_targets(targets, n, net.out_dim)
+        f = _array(_validate.finite_matrix("outputs", outputs, cols=net.out_dim, rows=n))
+    Y = None
+    if targets is not None:
+        Y = targets if _validate.is_traced(targets) else loss.check_targets(targets, n, net.out_dim)
     if loss is losses.CROSS_ENTROPY:
         loss.check_targets(np.zeros(n, int), n, net.out_dim)  # out_dim >= 2
     if residual is not None:
@@ -80,9 +88,9 @@ def prepare(net, X, params=None, loss="mse", targets=None, outputs=None, residua
             raise ValueError("residual= is the MSE residual f - Y; for cross_entropy pass targets= (labels)")
         if targets is not None:
             raise ValueError("pass residual= or targets=, not both")
-        residual = np.asarray(_validate.finite_matrix(
-            "residual", np.reshape(np.asarray(residual), (n, -1)), cols=net.out_dim), dtype=float)
-    X_test = None if X_test is None else np.asarray(net.check_inputs(X_test, "X_test"), dtype=float)
+        residual = _array(_validate.finite_matrix("residual", jnp.reshape(residual, (n, -1)) if _validate.is_traced(
+            residual) else np.reshape(np.asarray(residual), (n, -1)), cols=net.out_dim))
+    X_test = None if X_test is None else _array(net.check_inputs(X_test, "X_test"))
     return Problem(net, X, params, loss, f, Y, residual, X_test)
 
 
@@ -121,7 +129,7 @@ def context(spec: methods.Method, problem: Problem, damping, rcond=None, options
         residual, weights = jnp.reshape(w.u, (-1,)), w.s
     if spec.needs_residual and residual is None:
         need = ("residual= (f(X) - Y)" if problem.loss is losses.MSE else "targets= (labels)")
-        raise ValueError(f"method {spec.name!r} depends on the residual: pass {need}")
+        raise ValueError(f"method {spec.name!r} needs {need}: it depends on the residual")
     if spec.random:
         scores = spec.draw(problem.loss, problem.f, dict(opts), step)
     return methods.Context(problem.n, damping, opts, rcond, residual, weights, scores, problem.net)

@@ -4,7 +4,6 @@ fit, EKFAC's eigenbasis scales vs the dense Fisher, exact cases, isotropy predic
 they break) and bad input."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from ntk_ngd import dense
 from ntk_ngd.diagnostics import isotropy, kron_fit_errors, predict
 from ntk_ngd.function_space import method_kernels
 from ntk_ngd.kernels import LayerKernels, layer_kernels
-from ntk_ngd.methods.diagonal import diag_kernels, with_inputs
 from ntk_ngd.methods.ekfac import eigen_coordinates
 from conftest import rel_err, sphere_inputs as sphere
 
@@ -24,11 +22,12 @@ CASES = (("kpsvd", {"rank": 1}), ("kpsvd", {"rank": 2}), ("ekfac", {}), ("diag",
 
 
 
+def diag_kernels(net, X, params, damping=0.0, X_test=None):
+    return method_kernels(net, X, "diag", params=params, damping=damping, X_test=X_test)
+
+
 def gram(net, X, params, method, opts, damping, X_test=None):
-    if method == "diag":
-        out = diag_kernels(net, X, params, damping, X_test)
-    else:
-        out = method_kernels(net, X, method, params=params, damping=damping, X_test=X_test, **opts)
+    out = method_kernels(net, X, method, params=params, damping=damping, X_test=X_test, **opts)
     return np.asarray(out.train), None if out.test is None else np.asarray(out.test)
 
 
@@ -131,7 +130,7 @@ def test_network_blocks_gram_errors_equal_dense_and_are_ordered():
     for net in (nn.mlp(depth=3, width=6, in_dim=4, out_dim=2), nn.mlp(depth=2, width=2, in_dim=1)):
         Xn = X[:, : net.layer_shapes[0][0]]
         params = net.init(1)
-        lk = with_inputs(layer_kernels(net, Xn, params=params), net, params, Xn)
+        lk = layer_kernels(net, Xn, params=params)
         errors = kron_fit_errors(lk, Xn.shape[0])
         blocks = dense.layer_fisher_blocks(net, params, Xn)
         for e, F, (fi, fo), (A, B) in zip(errors, blocks, net.layer_shapes, dense.kfac_factors(net, params, Xn)):
@@ -242,7 +241,7 @@ def test_kpsvd_prediction_breaks_with_low_rank_first_layer():
     net = nn.mlp(depth=3, width=64, in_dim=3)
     X = sphere(10, 3, 1)
     pred = predict(net, X, "kpsvd", params=net.init(0))
-    assert not pred.isotropic and "layer 1's input Gram has rank 4 < N = 10" in pred.summary()
+    assert not pred.isotropic and "first-layer input Gram has rank 4 < N = 10" in pred.summary()
     assert isotropy(gram(net, X, net.init(0), "kpsvd", {"rank": 1}, 0.0)[0]).deviation > 1e-3
 
 
@@ -294,11 +293,9 @@ def test_bad_input():
         diag_kernels(net, X, None)
     with pytest.raises(ValueError, match="finite width"):
         predict(net, X, "diag")
-    if "inputs" in {f.name for f in dataclasses.fields(LayerKernels)}:  # kernels.py keeps the unit inputs
-        assert rel_err(method_kernels(net, X, "diag", params=params).train, diag_kernels(net, X, params).train) == 0
-    else:
-        with pytest.raises(ValueError, match="diag_kernels"):  # plain LayerKernels carry no unit inputs
-            method_kernels(net, X, "diag", params=params)
+    tiled = layer_kernels(net, X, params=params, tile=2)  # tiled kernels carry no per-unit features
+    with pytest.raises(ValueError, match="per-unit"):
+        method_kernels(net, X, "diag", params=params, train_kernels=tiled)
     for damping in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="damping"):
             method_kernels(net, X, "kpsvd", params=params, damping=damping)

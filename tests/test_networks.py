@@ -118,7 +118,10 @@ def test_wrong_input_dimension(net_params):
     _raises_one_line(lambda: net.apply(params, X), "X", "4", "3")
     _raises_one_line(lambda: kernels.layer_kernels(net, X), "X")
     _raises_one_line(lambda: kernels.layer_kernels(net, X, params=params), "X")
-    _raises_one_line(lambda: net.apply(params, np.ones(3)), "X")  # 1-D
+    _raises_one_line(lambda: net.apply(params, np.ones((2, 2, 3))), "X")  # 3-D
+    # a single input (D,) is one sample (so that jax.vmap over inputs works): outputs (C,)
+    assert net.apply(params, np.ones(3)).shape == (net.out_dim,)
+    _raises_one_line(lambda: net.apply(params, np.ones(4)), "X", "4", "3")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -163,3 +166,63 @@ def test_other_bad_arguments(kw, name):
 def test_bad_seed(net_params):
     net, _ = net_params
     _raises_one_line(lambda: net.init(seed=-1), "seed")
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX-native: apply, init and the kernel functions compose with jit, vmap, grad and NT
+# ---------------------------------------------------------------------------------------------
+#: float64 reassociation between eager and compiled code: a few ulps of O(1) outputs (<< 1e-12)
+JAX_TOL = 1e-12
+
+
+def test_apply_under_jit_vmap_grad_and_nt():
+    import jax
+    import neural_tangents as nt
+
+    net = networks.mlp(depth=3, width=8, in_dim=3, out_dim=2)
+    params = net.init(1)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    eager = np.asarray(net.apply(params, X))
+    assert np.max(np.abs(np.asarray(jax.jit(net.apply)(params, X)) - eager)) <= JAX_TOL
+    per_input = jax.vmap(net.apply, in_axes=(None, 0))(params, X)
+    assert np.max(np.abs(np.asarray(per_input) - eager)) <= JAX_TOL
+    g = jax.grad(lambda p: float(0) + net.apply(p, X).sum())(params)
+    assert len(jax.tree_util.tree_leaves(g)) == len(jax.tree_util.tree_leaves(params))
+    # NT's empirical NTK of net.apply == the sum of the package's Gram-form layer blocks
+    ntk_nt = nt.empirical_ntk_fn(net.apply, trace_axes=(), vmap_axes=0, implementation=1)(X, None, params)
+    ntk_nt = np.asarray(ntk_nt).transpose(0, 2, 1, 3).reshape(10, 10)
+    gram = np.asarray(kernels.layer_kernels(net, X, params=params).total_ntk)
+    assert np.max(np.abs(ntk_nt - gram)) / np.max(np.abs(gram)) <= 1e-12
+    # a wrong network gives a different NTK (the comparison can fail)
+    other = networks.mlp(depth=3, width=8, in_dim=3, out_dim=2, w_std=1.1)
+    assert np.max(np.abs(np.asarray(kernels.layer_kernels(other, X, params=params).total_ntk) - gram)) > 1e-3
+
+
+def test_init_and_kernels_under_jit_and_vmap():
+    import jax
+
+    import ntk_ngd as nn
+
+    net = networks.mlp(depth=2, width=6, in_dim=3)
+    params = net.init(3)
+    jitted = jax.jit(net.init)(3)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(jitted)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    batch = jax.vmap(net.init)(np.arange(3))
+    assert jax.tree_util.tree_leaves(batch)[0].shape[0] == 3
+    X = np.random.default_rng(1).standard_normal((4, 3))
+    eager = nn.method_kernels(net, X, "kfac", params=params, damping=1e-3)
+    traced = jax.jit(lambda p, x: nn.method_kernels(net, x, "kfac", params=p, damping=1e-3).train)(params, X)
+    assert np.max(np.abs(np.asarray(traced) - np.asarray(eager.train))) <= JAX_TOL * np.max(np.abs(eager.train))
+    inf = jax.jit(lambda x: kernels.layer_kernels(net, x).ntk)(X)
+    assert np.max(np.abs(np.asarray(inf) - np.asarray(kernels.layer_kernels(net, X).ntk))) <= JAX_TOL
+    grad = jax.grad(lambda x: kernels.layer_kernels(net, x, params=params).total_ntk.sum())(X)
+    assert grad.shape == X.shape and np.all(np.isfinite(grad))
+
+
+def test_network_repr_is_readable():
+    net = networks.mlp(depth=3, width=16, in_dim=4, out_dim=2, activation="erf", bias=False)
+    text = repr(net)
+    assert text.startswith("Network(") and "erf" in text and "16" in text and "no bias" in text
+    assert "function" not in text and "\n" not in text
+    assert networks.mlp(depth=3, width=16, in_dim=4) == networks.mlp(depth=3, width=16, in_dim=4)

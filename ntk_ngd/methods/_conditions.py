@@ -22,8 +22,8 @@ def undamped(damping) -> Condition:
 
 
 def rows_name(lk) -> str:
-    """"N" for output-diagonal or single-output kernels, "N*k" otherwise."""
-    return "N" if lk.ntk.shape[1] == lk.fwd.shape[1] else "N*k"
+    """"N" for output-diagonal or single-output kernels, "N*C" or "N*(C-1)" (whitened) otherwise."""
+    return lk.rows_label
 
 
 def layer_blocks_full_rank(lk, rcond=None) -> list[Condition]:

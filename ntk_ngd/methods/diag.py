@@ -41,8 +41,9 @@ def unit_features(lk, l: int, second: bool = False):
 
 def _check_finite(lk, what: str):
     if lk.deltas is None or lk.inputs is None:
-        raise ValueError(INFINITE_WIDTH if lk.deltas is None else
-                         f"diag needs the per-unit layer inputs of the {what} points (untiled finite-width kernels)")
+        raise ValueError(INFINITE_WIDTH if lk.deltas is None and lk.output_diagonal else
+                         f"diag needs the per-unit features of the {what} points, which tiled kernels do not carry: "
+                         "use untiled layer_kernels")
 
 
 def kernel(train, test, ctx) -> MethodKernel:

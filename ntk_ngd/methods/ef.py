@@ -45,7 +45,7 @@ def direction(train, ctx):
 def predict(lk, ctx):
     """Θ_EF = diag(1/u²) (k = 1, ρ = 0, Θ invertible, no zero residual): isotropic iff all |u_n| agree."""
     theta = lk.full_output_ntk()
-    cond = [_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, "N*k"),
+    cond = [_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, lk.rows_label if lk.ntk.shape[1] == theta.shape[0] else "N*C"),
             _conditions.undamped(ctx.damping)]
     if ctx.residual is None:
         raise ValueError("method 'ef' needs residual=")

@@ -58,7 +58,7 @@ def predict(lk, ctx):
         raise ValueError("method 'ief' needs residual=")
     r = np.asarray(ctx.residual).reshape(ctx.n, -1)
     nonzero = bool(np.all(np.any(r != 0, axis=1)))
-    cond = [_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, "N*k"),
+    cond = [_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, lk.rows_label if lk.ntk.shape[1] == theta.shape[0] else "N*C"),
             _conditions.undamped(ctx.damping),
             Condition("nonzero_residual", nonzero, "a sample has residual exactly 0"),
             Condition("single_output", r.shape[1] == 1, "k > 1: iEF is an oblique projector, not the identity")]

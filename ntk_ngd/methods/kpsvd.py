@@ -65,7 +65,9 @@ def kronecker_svd(fwd, bwd, n: int, c: int, rank: int, rcond=None, core=None):
     core = jnp.eye(n) / n if core is None else core
     P, sig, Wt = jnp.linalg.svd(root_U @ core @ root_V)
     cut = (linalg.default_rcond(n, sig.dtype) if rcond is None else rcond) * sig[0]
-    k = max(1, min(rank, int(jnp.sum(sig > cut))))
+    # numerically-zero terms are dropped; under jit their number is unknown, so all ``rank`` are kept
+    # (a term with σ ≈ 0 adds ≈ 0 to the fit)
+    k = min(rank, n) if _validate.is_traced(sig) else max(1, min(rank, int(jnp.sum(sig > cut))))
     a = (pinv_root_U @ P[:, :k]).T
     b = (pinv_root_V @ Wt[:k].T).T
     sign = jnp.where(jnp.sum(a, axis=1) < 0, -1.0, 1.0)[:, None]  # (a, b) → (−a, −b) is the same term

@@ -89,7 +89,7 @@ def warn_if_singular(samples: int, rows: int, positive: bool) -> None:
 
 def predict(lk, ctx):
     theta = lk.full_output_ntk()
-    cond = (_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, "N*k"),
+    cond = (_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, lk.rows_label if lk.ntk.shape[1] == theta.shape[0] else "N*C"),
             _conditions.undamped(ctx.damping))
     return Prediction("sf", None, False, cond, note="sampled Fisher: Θ_SF = Q⁻¹, random, not isotropic")
 
