@@ -17,6 +17,7 @@ from scipy.linalg import sqrtm
 import ntk_ngd  # noqa: F401  (float64)
 from ntk_ngd import cli
 from ntk_ngd import deep_linear as dl
+from ntk_ngd.trajectory import DIVERGENCE_FACTOR, Trajectory
 
 CONDS = (1.0, 1e3, 1e6)
 FEW = settings(max_examples=40, deadline=None, derandomize=True)
@@ -186,14 +187,14 @@ def test_block_diagonal_fails_between_in_and_out_dim():
     lr, steps = 0.1, 80
     loss_star = dl.mse_loss(dl.end_to_end_map(weights) - error, X, Y)
     blk = dl.train(weights, X, Y, "block_diag", lr, steps)
-    ngd = dl.train(weights, X, Y, "ngd", lr, steps)
+    exact = dl.train(weights, X, Y, "exact", lr, steps)
     basis = np.eye(8).reshape(8, 2, 4)
-    operator = np.stack([averaged_projections(blk.weights, sqrt_cov, e).ravel() for e in basis]).T
+    operator = np.stack([averaged_projections(blk.params, sqrt_cov, e).ravel() for e in basis]).T
     mu_min = np.linalg.eigvalsh(0.5 * (operator + operator.T))[0]
-    assert abs(excess_ratios(blk.losses, loss_star)[-1] - (1 - lr * mu_min) ** 2) <= 1e-3
-    assert abs(excess_ratios(ngd.losses, loss_star)[-1] - (1 - lr) ** 2) <= 1e-3
+    assert abs(excess_ratios(blk.train_loss, loss_star)[-1] - (1 - lr * mu_min) ** 2) <= 1e-3
+    assert abs(excess_ratios(exact.train_loss, loss_star)[-1] - (1 - lr) ** 2) <= 1e-3
     assert mu_min < 0.5
-    assert blk.losses[-1] - loss_star > 100 * (ngd.losses[-1] - loss_star)
+    assert blk.train_loss[-1] - loss_star > 100 * (exact.train_loss[-1] - loss_star)
 
 
 def test_true_bottleneck_neither_reaches_the_error():
@@ -248,7 +249,7 @@ def test_function_space_kernels_more_samples_than_inputs():
 # ---------------------------------------------------------------- dynamics
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 5])
-def test_ngd_rate_is_one_minus_eta_squared_for_every_conditioning(depth):
+def test_exact_rate_is_one_minus_eta_squared_for_every_conditioning(depth):
     """Per-step excess-loss ratio = (1 − η)² + O(η²), with the same O(η²) size for cond 1..1e6."""
     coefficients = []
     for cond in CONDS:
@@ -257,7 +258,7 @@ def test_ngd_rate_is_one_minus_eta_squared_for_every_conditioning(depth):
         loss_star = dl.mse_loss(np.linalg.lstsq(X, Y, rcond=None)[0].T, X, Y)
         deviation = {}
         for lr in (1e-2, 1e-3):
-            ratios = excess_ratios(dl.train(weights, X, Y, "ngd", lr, 8).losses, loss_star)
+            ratios = excess_ratios(dl.train(weights, X, Y, "exact", lr, 8).train_loss, loss_star)
             deviation[lr] = np.max(np.abs(ratios - (1 - lr) ** 2))
         if depth == 1:   # a single layer is linear in θ: the first-order step is exact
             assert deviation[1e-2] <= 1e-8 and deviation[1e-3] <= 1e-8
@@ -277,12 +278,12 @@ def test_gd_rate_degrades_with_condition_number():
         cov = dl.input_covariance(X)
         lr_gd = 0.5 / np.linalg.eigvalsh(dl.end_to_end_operator(weights, cov))[-1]
         gd = dl.train(weights, X, Y, "gd", lr_gd, 400)
-        late = gd.losses[-1] / gd.losses[-2]
-        spectrum = np.linalg.eigvalsh(dl.end_to_end_operator(gd.weights, cov))
+        late = gd.train_loss[-1] / gd.train_loss[-2]
+        spectrum = np.linalg.eigvalsh(dl.end_to_end_operator(gd.params, cov))
         predicted_gap = 1 - (1 - lr_gd * spectrum[0]) ** 2
         assert abs((1 - late) - predicted_gap) <= 0.01 * predicted_gap
         gd_gaps.append(1 - late)
-        ng_ratios.append(excess_ratios(dl.train(weights, X, Y, "ngd", 0.1, 10).losses, 0.0))
+        ng_ratios.append(excess_ratios(dl.train(weights, X, Y, "exact", 0.1, 10).train_loss, 0.0))
     assert gd_gaps[1] < gd_gaps[0] / 30                        # 100× cond → ~100× slower GD
     for ratios in ng_ratios:
         assert np.max(np.abs(ratios - 0.9 ** 2)) <= 0.01           # (1 − η)² + O(η²), η = 0.1
@@ -299,10 +300,10 @@ def test_block_diagonal_training_follows_exact_square_recurrence(depth, cond, no
     weights = dl.random_weights(3, [3] * (depth - 1), 3, seed=depth)
     run = dl.train(weights, X, Y, "block_diag", 0.2, 10)
     predicted_maps = dl.predicted_end_to_end_maps(weights, X, Y, 0.2, 10, "exact")
-    assert rel(run.maps, predicted_maps) <= 1e-9
-    assert rel(run.losses, dl.predicted_loss(weights, X, Y, 0.2, 10, "exact")) <= 1e-9
+    assert rel(dl.end_to_end_maps(run, X), predicted_maps) <= 1e-9
+    assert rel(run.train_loss, dl.predicted_loss(weights, X, Y, 0.2, 10, "exact")) <= 1e-9
     first_order = dl.predicted_loss(weights, X, Y, 0.2, 10, "first_order")
-    assert rel(run.losses, first_order) > 1e-6                  # the O(η²) terms are real
+    assert rel(run.train_loss, first_order) > 1e-6                  # the O(η²) terms are real
 
 
 def test_continuous_time_flow_is_exponential():
@@ -328,6 +329,52 @@ def test_continuous_time_flow_is_exponential():
     assert abs(dl.mse_loss(final, X, Y) - predicted) <= 1e-7 * predicted
 
 
+# ---------------------------------------------------------------- the package's Trajectory
+
+@pytest.mark.parametrize("method", ["exact", "gd", "block_diag"])
+def test_train_returns_the_package_trajectory(method):
+    """One result type: predictions f_t = X W_tᵀ, losses ½||f_t − Y||²/N, the given lr, the final layers,
+    and α/deviation of the method's step-0 kernel — ΘΘ⁺, Θ/N, (1/L)Σ_l Θ_lΘ_l⁺ — from the dense Jacobian."""
+    X, Y, weights, _, _ = problem(3, [4, 2], 2, 1e2, seed=4)
+    steps, n = 5, X.shape[0]
+    run = dl.train(weights, X, Y, method, 0.1, steps)
+    assert isinstance(run, Trajectory)
+    assert (run.method, run.loss, run.lr, run.lr_rule, run.diverged_at) == (method, "mse", 0.1, "given", None)
+    assert run.train_pred.shape == (steps + 1, *Y.shape) and run.test_pred is None and run.test_loss is None
+    assert np.array_equal(run.times, np.arange(steps + 1))
+    assert rel(run.train_loss, 0.5 * np.sum((run.train_pred - Y) ** 2, axis=(1, 2)) / n) <= 1e-12
+    assert rel(run.train_pred[-1], X @ dl.end_to_end_map(run.params).T) <= 1e-12
+    assert rel(dl.end_to_end_maps(run, X), np.stack([np.linalg.lstsq(X, f, rcond=None)[0].T
+                                                     for f in run.train_pred])) <= 1e-10
+    assert run.steps_run == steps and run.final_loss == run.train_loss[-1]
+    dense = dl.dense_function_space_kernels(weights, X)
+    kernel = {"exact": dense["exact"], "gd": sum(dense["layer_blocks"]) / n,
+              "block_diag": dense["block_diagonal"] / len(weights)}[method]
+    alpha, deviation = dl.isotropy(kernel)
+    assert abs(run.alpha - alpha) <= 1e-8 * alpha and abs(run.deviation - deviation) <= 1e-8 * deviation
+
+
+def test_divergence_stops_the_run():
+    """GD at 10/λ_max(𝒦) blows up: the run stops at the first loss > DIVERGENCE_FACTOR × Loss_0 (the one
+    rule of ntk_ngd.trajectory), records it, leaves NaN afterwards and keeps the last finite layers."""
+    X, Y = dl.make_regression(3, 2, 6, 1e2, seed=2, noise=0.5)
+    weights = dl.random_weights(3, [3], 2, seed=3, jitter=0.5)
+    lr = 10 / np.linalg.eigvalsh(dl.end_to_end_operator(weights, dl.input_covariance(X)))[-1]
+    run = dl.train(weights, X, Y, "gd", lr, 40)
+    t = run.diverged_at
+    assert run.diverged and 1 <= t < 40
+    assert np.all(np.isfinite(run.train_loss[:t])) and np.all(np.isnan(run.train_loss[t:]))
+    assert np.all(np.isnan(run.train_pred[t:]))
+    assert run.train_loss[:t].max() <= DIVERGENCE_FACTOR * run.train_loss[0]
+    assert run.steps_run == t - 1 and run.final_loss == run.train_loss[t - 1]
+    assert dl.mse_loss(dl.end_to_end_map(run.params), X, Y) == run.train_loss[t - 1]
+    # the next GD step from the kept layers is the one that crossed the threshold
+    W = dl.end_to_end_map(run.params)
+    grads = dl.layer_gradients(run.params, dl.end_to_end_gradient(W, X, Y))
+    crossed = dl.mse_loss(dl.end_to_end_map([w - lr * g for w, g in zip(run.params, grads)]), X, Y)
+    assert not crossed <= DIVERGENCE_FACTOR * run.train_loss[0]
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_bad_input_raises_one_line_value_errors():
@@ -341,13 +388,15 @@ def test_bad_input_raises_one_line_value_errors():
     with pytest.raises(ValueError, match="do not chain"):
         dl.natural_gradient([np.ones((3, 3)), np.ones((2, 4))], grad, cov)
     with pytest.raises(ValueError, match="NaN"):
-        dl.train(weights, np.where(X > 0, np.nan, X), Y, "ngd", 0.1, 2)
+        dl.train(weights, np.where(X > 0, np.nan, X), Y, "exact", 0.1, 2)
     with pytest.raises(ValueError, match="NaN"):
         dl.natural_gradient([weights[0] * np.nan, weights[1]], grad, cov)
     with pytest.raises(ValueError, match="singular"):
-        dl.train(weights, X[:2], Y[:2], "ngd", 0.1, 2)          # N < D
+        dl.train(weights, X[:2], Y[:2], "exact", 0.1, 2)        # N < D
     with pytest.raises(ValueError, match="method"):
         dl.train(weights, X, Y, "adam", 0.1, 2)
+    with pytest.raises(ValueError, match="method"):
+        dl.train(weights, X, Y, "ngd", 0.1, 2)                  # renamed "exact" (one name everywhere)
     with pytest.raises(ValueError, match="square"):
         dl.predicted_loss(weights, X, Y, 0.1, 2, "exact")
     with pytest.raises(ValueError, match="P = "):
@@ -358,8 +407,8 @@ def test_bad_input_raises_one_line_value_errors():
 
 def _collect_errors(weights, grad, X, Y):
     for call in (lambda: dl.natural_gradient(weights, grad, -np.eye(3)),
-                 lambda: dl.train(weights, X, Y[:, :1], "ngd", 0.1, 2),
-                 lambda: dl.train(weights, X, Y, "ngd", 0.0, 2)):
+                 lambda: dl.train(weights, X, Y[:, :1], "exact", 0.1, 2),
+                 lambda: dl.train(weights, X, Y, "exact", 0.0, 2)):
         with pytest.raises(ValueError) as info:
             call()
         yield info.value
@@ -373,11 +422,11 @@ def test_cli_json_agrees_with_prediction(capsys):
                      "--n", "12", "--cond", "1e4", "--steps", str(steps), "--lr", str(lr), "--json"])
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
-    assert len(payload["loss_ngd"]) == steps + 1
+    assert len(payload["loss_exact"]) == steps + 1
     assert payload["max_rel_deviation"] <= 50 * steps * lr ** 2   # O(η²) per step
     # the printed prediction is the closed form Loss* + (1 − η)^{2t}(Loss_0 − Loss*)
     t = np.arange(steps + 1)
-    excess0 = payload["loss_ngd"][0] - payload["loss_star"]
+    excess0 = payload["loss_exact"][0] - payload["loss_star"]
     expected = payload["loss_star"] + (1 - lr) ** (2 * t) * excess0
     assert np.allclose(payload["loss_predicted"], expected, rtol=1e-10)
 

@@ -1,10 +1,10 @@
 """Issue 6 item 2: one natural-gradient step of a deep linear network computed three ways.
 
-1. closed form  — :mod:`ntk_ngd.deep_linear` (per-layer formulas on the effective matrices),
+1. closed form  — :mod:`ntk_ngd.deep_linear.closed_forms` (per-layer formulas on the effective matrices),
 2. Gram form    — :func:`ntk_ngd.method_kernels` / :func:`ntk_ngd.layer_kernels` on an
                   ``ntk_ngd.mlp(..., activation="linear", bias=False)`` network (N·C-sized Grams),
-3. dense        — :mod:`ntk_ngd.dense`, a P×P pseudo-inverse of the explicit Fisher JᵀJ/N
-                  (J by ``jax.jacrev`` of the real network).
+3. dense        — ``ntk_ngd.dense`` (alias of :mod:`ntk_ngd.reference`), a P×P pseudo-inverse of the
+                  explicit Fisher JᵀJ/N (J by ``jax.jacrev`` of the real network).
 
 Parameterization. ``ntk_ngd.mlp`` is NTK-parameterized: layer l computes z = c_l·h W_l with
 c_l = w_std/√fan_in_l and W_l (fan_in × fan_out) standard normal; θ are those standard-normal
@@ -164,7 +164,7 @@ def computed(case) -> dict:
 
 
 def dense_step(p, method) -> np.ndarray:
-    """The dense reference's function step J Δθ with Δθ = −LR·G⁺∇Loss (= dense.function_step)."""
+    """The dense reference's function step J Δθ with Δθ = −LR·G⁺∇Loss."""
     return LR * p["jacobian"] @ p["dense_update"][method]
 
 

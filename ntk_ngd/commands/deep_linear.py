@@ -75,31 +75,31 @@ def run(args) -> int:
     depth, widths, lr = _check_args(args)
     X, Y = dl.make_regression(args.in_dim, args.out_dim, args.n, args.cond, args.seed, noise=0.1)
     weights = dl.random_weights(args.in_dim, widths, args.out_dim, seed=args.seed + 1)
-    ngd = dl.train(weights, X, Y, "ngd", lr, args.steps)
+    exact = dl.train(weights, X, Y, "exact", lr, args.steps)
     predicted = dl.predicted_loss(weights, X, Y, lr, args.steps, "first_order")
     gd_lr = _gd_step_size(weights, X, lr)
     gd = dl.train(weights, X, Y, "gd", gd_lr, args.steps)
     loss_star = dl.mse_loss(dl.least_squares_map(X, Y), X, Y)
-    excess_floor = 1e-12 * max(ngd.losses[0], 1.0)
-    agreement = _max_relative_deviation(ngd.losses - loss_star, predicted - loss_star, excess_floor)
+    excess_floor = 1e-12 * max(exact.train_loss[0], 1.0)
+    agreement = _max_relative_deviation(exact.train_loss - loss_star, predicted - loss_star, excess_floor)
     payload = {
         "depth": depth, "widths": widths, "in_dim": args.in_dim, "out_dim": args.out_dim,
         "n": args.n, "cond": args.cond, "lr": lr, "gd_lr": gd_lr, "steps": args.steps,
         "seed": args.seed, "loss_star": loss_star,
-        "loss_ngd": ngd.losses.tolist(), "loss_predicted": predicted.tolist(),
-        "loss_gd": gd.losses.tolist(),
+        "loss_exact": exact.train_loss.tolist(), "loss_predicted": predicted.tolist(),
+        "loss_gd": gd.train_loss.tolist(),
         "max_rel_deviation": agreement,
         "reachable": dl.end_to_end_reachable(weights, dl.input_covariance(X)),
     }
     rows = [f"{t:>5d} {a:>14.6e} {b:>14.6e} {c:>14.6e}"
-            for t, (a, b, c) in enumerate(zip(ngd.losses, predicted, gd.losses))]
+            for t, (a, b, c) in enumerate(zip(exact.train_loss, predicted, gd.train_loss))]
     text = "\n".join([
         f"deep linear net: depth {depth}, widths {widths}, D={args.in_dim}, C={args.out_dim}, "
         f"N={args.n}, cond(Σ_x)={args.cond:g}, lr={lr:g} (gd lr={gd_lr:.3g})",
-        f"{'step':>5} {'loss ngd':>14} {'predicted':>14} {'loss gd':>14}",
+        f"{'step':>5} {'loss exact':>14} {'predicted':>14} {'loss gd':>14}",
         *rows,
         f"Loss* = {loss_star:.6e}; max relative deviation of the excess loss "
-        f"(ngd vs (1-lr)^(2t)): {agreement:.3e}",
+        f"(exact vs (1-lr)^(2t)): {agreement:.3e}",
     ])
     emit(args, payload, text)
     return 0
