@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import pkgutil
 import sys
 
@@ -25,14 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"{_commands.__name__}.{info.name}")
         module.register(sub)
     return parser
-
-
-def emit(args, payload: dict, text: str) -> None:
-    """Print ``payload`` as JSON when ``--json`` was given, else the human-readable ``text``."""
-    if getattr(args, "json", False):
-        print(json.dumps(payload, indent=2, default=float))
-    else:
-        print(text)
 
 
 def main(argv: list[str] | None = None) -> int:

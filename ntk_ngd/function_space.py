@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import warnings
 
+import jax.numpy as jnp
+import numpy as np
+
 from . import methods, problem as _problem
 from .kernels import LayerKernels, layer_kernels
 from .networks import Network
@@ -53,6 +56,30 @@ def method_kernels(
     return spec.kernel(train, test, ctx)
 
 
+def function_step(net: Network, X, method: str, params=None, damping: float = 0.0, X_test=None, loss: str = "mse",
+                  outputs=None, targets=None, residual=None, rcond: float | None = None, step: int = 0, **options):
+    """(Δf(X), Δf(X_test) or None) per unit learning rate with the sign of a step: the outputs move by
+    −η·step. Output space (N, C): for cross-entropy the logit step orthogonal to 1_C (V times the
+    whitened-basis step). Arguments as in :func:`method_kernels`; the step is Θ_G(·, X)u."""
+    from .dynamics import stacked
+
+    spec = methods.get(method)
+    prob = _problem.prepare(net, X, params, loss, targets, outputs, residual, X_test)
+    if spec.finite_width_only and params is None:
+        raise ValueError(spec.finite_width_only)
+    ctx = _problem.context(spec, prob, damping, rcond, options, step)
+    if ctx.residual is None:
+        raise ValueError("function_step needs the residual: pass targets= (or residual= for MSE)")
+    train, test = _problem.kernels(prob)
+    left = stacked(train, test)
+    w = prob.whitening()
+    train_w, left_w = (train, left) if w.R is None else _problem.whiten(prob, train, left, w.R)
+    _, moved = spec.function_step(train_w, left_w, ctx)
+    moved = prob.loss.output_step(jnp.reshape(moved, (left.fwd.shape[1], -1)))
+    moved = np.asarray(moved)
+    return moved[: prob.n], None if prob.X_test is None else moved[prob.n:]
+
+
 def preconditioned_kernel(net: Network, X, method: str, params=None, damping: float = 0.0, residual=None,
                           X_test=None, **options):
     """Θ_G(X, X); with ``X_test`` the pair (Θ_G(X, X), Θ_G(X_test, X)). See :func:`method_kernels`."""
@@ -74,4 +101,4 @@ def warn_rank_deficient_layers(prob, spec) -> None:
                 "at damping 0 and the kernel cannot be isotropic", RuntimeWarning, stacklevel=3)
 
 
-__all__ = ["LayerKernels", "layer_kernels", "method_kernels", "preconditioned_kernel"]
+__all__ = ["LayerKernels", "function_step", "layer_kernels", "method_kernels", "preconditioned_kernel"]

@@ -13,64 +13,66 @@ from . import datasets, methods
 from .diagnostics import isotropy, predict
 from .function_space import method_kernels
 from .kernels import layer_kernels
-from .methods.diagonal import with_inputs
 from .networks import mlp
 
-#: Methods shown by default (sf is random; it has its own figure).
-DEFAULT_METHODS = ("gd", "exact", "block_diag", "block_tridiag", "kfac", "unit_wise", "ef", "ief", "kpsvd", "ekfac",
-                   "diag")
+
+def default_methods() -> tuple[str, ...]:
+    """Every registered method except the random ones (sf has its own figure), from the registry."""
+    return tuple(m.name for m in methods.registered() if not m.random)
 
 
 def isotropy_rows(
     depths: Iterable[int],
     widths: Sequence[int | None],
-    method_names: Sequence[str] = DEFAULT_METHODS,
+    method_names: Sequence[str] | None = None,
     n: int = 16,
     in_dim: int = 32,
     activation: str = "relu",
     seed: int = 0,
     damping: float = 0.0,
     progress=None,
+    loss: str = "mse",
+    classes: int = 3,
 ) -> list[dict]:
     """One row per (depth, width, method); width ``None`` is infinite width.
 
-    Data: :func:`datasets.synthetic` (inputs on the sphere). Residual for ef/ief: f₀(X) − Y at
-    finite width, −Y at infinite width (the mean-zero prior). Unit-wise α grows with the width,
-    so its infinite-width row uses the largest finite width given as the nominal M. The diagonal
-    Fisher exists at finite width only: its infinite-width rows are n/a with the reason."""
-    for m in method_names:
-        methods.get(m)
-    X, Y = datasets.synthetic(n, in_dim, seed=seed)
+    Data: :func:`datasets.synthetic` (inputs on the sphere); for ``loss="cross_entropy"`` ``classes``
+    teacher outputs and labels = their argmax. Outputs f₀(X) at finite width, 0 at infinite width (the
+    prior mean); ef/ief use the residual (MSE) or the labels (cross-entropy) there. Unit-wise α grows
+    with the width, so its infinite-width row uses the largest finite width given as the nominal M.
+    Methods without an infinite-width limit give n/a rows with the reason. Options a method needs are
+    its registered ``example_options`` (pattern: bandwidth 1)."""
+    method_names = default_methods() if method_names is None else tuple(method_names)
+    specs = [methods.get(m) for m in method_names]
+    out_dim = classes if loss == "cross_entropy" else 1
+    X, Y = datasets.synthetic(n, in_dim, out_dim=out_dim, seed=seed)
+    targets = np.argmax(Y, axis=1) if loss == "cross_entropy" else Y
     nominal = max([w for w in widths if w is not None], default=1024)  # unit_wise's α at infinite width
     rows = []
     for depth in depths:
         for width in widths:
-            net = mlp(depth=depth, width=width or nominal, in_dim=in_dim, activation=activation)
+            net = mlp(depth=depth, width=width or nominal, in_dim=in_dim, out_dim=out_dim, activation=activation)
             params = None if width is None else net.init(seed)
-            f0 = 0.0 if params is None else np.asarray(net.apply(params, X))
-            residual = f0 - Y
             lk = layer_kernels(net, X, params=params)
-            if params is not None and "diag" in method_names:
-                lk = with_inputs(lk, net, params, X)  # the diagonal Fisher needs every unit's input
-            for m in method_names:
-                rows.append(_row(net, X, m, params, lk, residual, damping, depth, width))
+            for spec in specs:
+                rows.append(_row(net, X, targets, spec, params, lk, damping, depth, width, loss))
                 if progress is not None:
                     progress.update(1)
     return rows
 
 
-def _row(net, X, method, params, lk, residual, damping, depth, width) -> dict:
-    kwargs = {"residual": residual} if methods.get(method).needs_residual else {}
-    row = {"method": method, "depth": depth, "width": "inf" if width is None else int(width)}
+def _row(net, X, targets, spec, params, lk, damping, depth, width, loss) -> dict:
+    kwargs = dict(spec.example_options, loss=loss, targets=targets, damping=damping, params=params)
+    row = {"method": spec.name, "depth": depth, "width": "inf" if width is None else int(width), "loss": loss}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            K = method_kernels(net, X, method, params=params, damping=damping, train_kernels=lk, **kwargs).train
+            K = method_kernels(net, X, spec.name, train_kernels=lk, **kwargs).train
         iso = isotropy(K)
-        pred = predict(net, X, method, params=params, damping=damping, lk=lk, **kwargs)
+        pred = predict(net, X, spec.name, lk=lk, **kwargs)
     except ValueError as err:
         row.update(alpha=None, theory_alpha=None, deviation=None, theory_deviation=None, isotropic=False,
-                   predicted_isotropic=False, failed=str(err))
+                   predicted_isotropic=False, theory_silent=False, failed=str(err))
         return row
     row.update(
         alpha=iso.alpha,
@@ -79,6 +81,7 @@ def _row(net, X, method, params, lk, residual, damping, depth, width) -> dict:
         theory_deviation=pred.deviation,
         isotropic=iso.is_isotropic(1e-8),
         predicted_isotropic=pred.isotropic,
+        theory_silent=pred.silent,
         failed=pred.failed[0] if pred.failed else (pred.note if not pred.isotropic else ""),
     )
     return row
@@ -96,7 +99,9 @@ def verdict(row: dict) -> str:
     if row["alpha"] is None:
         return f"n/a [{row['failed']}]"
     text = "isotropic" if row["isotropic"] else "not isotropic"
-    if row["alpha"] is not None and row["isotropic"] != row["predicted_isotropic"]:
+    if row.get("theory_silent"):
+        text += " (theory silent)"
+    elif row["alpha"] is not None and row["isotropic"] != row["predicted_isotropic"]:
         text += " (THEORY DISAGREES)"
     return text + (f" [{row['failed']}]" if row["failed"] else "")
 
@@ -132,13 +137,15 @@ def agreement(rows: list[dict]) -> dict:
     how far measured deviations are from predicted ones, |dev − dev_th|/max(dev_th, 1), where predicted."""
     checked = [r for r in rows if r["alpha"] is not None and r["theory_alpha"] is not None and r["predicted_isotropic"]]
     alpha_err = [abs(r["alpha"] - r["theory_alpha"]) / abs(r["theory_alpha"]) for r in checked]
-    verdicts = [r["isotropic"] == r["predicted_isotropic"] for r in rows if r["alpha"] is not None]
+    verdicts = [r["isotropic"] == r["predicted_isotropic"] for r in rows
+                if r["alpha"] is not None and not r.get("theory_silent")]
     dev_err = [abs(r["deviation"] - r["theory_deviation"]) / max(r["theory_deviation"], 1.0)
                for r in rows if r["alpha"] is not None and r.get("theory_deviation") is not None]
     return {
         "rows": len(rows),
         "verdicts_agree": int(np.sum(verdicts)),
         "verdicts_checked": len(verdicts),
+        "theory_silent": sum(bool(r.get("theory_silent")) for r in rows),
         "max_alpha_rel_error_where_isotropic": float(max(alpha_err)) if alpha_err else None,
         "max_deviation_where_isotropic": float(max(r["deviation"] for r in checked)) if checked else None,
         "deviation_predictions": len(dev_err),

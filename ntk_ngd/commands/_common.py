@@ -1,6 +1,8 @@
 """Argument parsing helpers shared by the subcommands."""
 from __future__ import annotations
 
+import json
+
 import contextlib
 import sys
 
@@ -58,3 +60,11 @@ def add_profile_flags(p, quick: str, full: str, tiny: str) -> None:
     group = p.add_mutually_exclusive_group()
     for name, text in (("quick", quick), ("full", full), ("tiny", tiny)):
         group.add_argument(f"--{name}", dest="profile", action="store_const", const=name, help=text)
+
+
+def emit(args, payload: dict, text: str) -> None:
+    """Print ``payload`` as JSON when ``--json`` was given, else the human-readable ``text``."""
+    if getattr(args, "json", False):
+        print(json.dumps(payload, indent=2, default=float))
+    else:
+        print(text)

@@ -1,23 +1,25 @@
-"""The options shared by `ntk-ngd simulate` and `ntk-ngd train`: data, network, methods."""
+"""The options shared by `ntk-ngd simulate` and `ntk-ngd train`: data, network, loss, methods."""
 from __future__ import annotations
 
 import numpy as np
 
-from .. import datasets, methods
+from .. import datasets, losses, methods
 from ..networks import mlp
 
-#: Methods `simulate`/`train` run for `--method all` ('pattern' needs a pattern matrix).
-RUNNABLE = tuple(m for m in methods.METHODS if m != "pattern")
+DATASETS = ("synthetic", "digits", "mnist")
 
 
 def add_problem_arguments(p, width_default: str) -> None:
     p.add_argument("--method", action="append", metavar="NAME",
-                   help=f"repeatable, or 'all' (default: all); valid: {', '.join(RUNNABLE)}")
-    p.add_argument("--dataset", choices=("synthetic", "digits"), default="synthetic")
+                   help=f"repeatable, or 'all' (default: all); valid: {', '.join(methods.METHODS)}")
+    p.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    p.add_argument("--loss", choices=tuple(losses.LOSSES), default="mse",
+                   help="mse (default) or cross_entropy (softmax over the outputs; labels = argmax of one-hot "
+                   "targets, or the sign of a single ±1 column)")
     p.add_argument("--n", type=int, default=32, help="training points N (default 32)")
     p.add_argument("--n-test", type=int, default=0, help="held-out points (default 0)")
     p.add_argument("--in-dim", type=int, default=64, help="input dimension for synthetic data (default 64)")
-    p.add_argument("--classes", type=int, default=2, help="digit classes for --dataset digits (2: ±1 target)")
+    p.add_argument("--classes", type=int, default=2, help="digit classes for digits/mnist (2: ±1 target with mse)")
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--width", default=width_default, help=f"hidden width (default {width_default})")
     p.add_argument("--activation", default="relu")
@@ -28,17 +30,26 @@ def add_problem_arguments(p, width_default: str) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of the summary")
 
 
-def selected_methods(args, supported: tuple[str, ...] = RUNNABLE, command: str = "simulate") -> tuple[str, ...]:
-    """The --method choices; 'all' means every method in ``supported``."""
+def selected_methods(args, infinite: bool = False) -> tuple[str, ...]:
+    """The --method choices; 'all' means every registered method (those without an infinite-width limit
+    are left out at --width inf)."""
     chosen = args.method or ["all"]
     if "all" in chosen:
-        return supported
+        return tuple(m.name for m in methods.registered() if not (infinite and m.finite_width_only))
     for m in chosen:
-        methods.get(m)
-        if m not in supported and m != "pattern":
-            raise ValueError(f"method {m!r} is not available to `ntk-ngd {command}` here; choose from: "
-                             f"{', '.join(supported)}")
+        spec = methods.get(m)
+        if infinite and spec.finite_width_only:
+            raise ValueError(f"{spec.finite_width_only} (or drop --width inf)")
     return tuple(chosen)
+
+
+def method_options(name: str, args) -> dict:
+    """The registered example options (pattern: bandwidth 1) and the run's seed for random methods."""
+    spec = methods.get(name)
+    opts = dict(spec.example_options)
+    if "seed" in spec.option_names:
+        opts["seed"] = args.seed
+    return opts
 
 
 def is_infinite_width(args) -> bool:
@@ -46,45 +57,72 @@ def is_infinite_width(args) -> bool:
 
 
 def build_problem(args, allow_infinite: bool):
-    """(net, params or None, X, Y, X_test or None) from the parsed options."""
+    """(net, params or None, X, Y, X_test, Y_test) from the parsed options; Y are class labels for cross-entropy."""
     infinite = is_infinite_width(args)
     if infinite and not allow_infinite:
         raise ValueError("--width inf is not trainable: give a finite hidden width")
     n_total = args.n + args.n_test
-    if args.dataset == "digits":
-        X, Y = datasets.digits(n_total, classes=args.classes, seed=args.seed,
-                               targets="pm1" if args.classes == 2 else "onehot")
+    cross_entropy = args.loss == "cross_entropy"
+    if args.dataset in ("digits", "mnist"):
+        load = datasets.digits if args.dataset == "digits" else datasets.mnist
+        X, Y = load(n_total, classes=args.classes, seed=args.seed,
+                    targets="pm1" if args.classes == 2 and not cross_entropy else "onehot")
     else:
-        X, Y = datasets.synthetic(n_total, args.in_dim, seed=args.seed)
+        X, Y = datasets.synthetic(n_total, args.in_dim, out_dim=args.classes if cross_entropy else 1, seed=args.seed)
+    if cross_entropy:
+        Y = np.argmax(Y, axis=1) if Y.shape[1] > 1 else (Y[:, 0] > 0).astype(int)
     try:
         hidden = 1024 if infinite else int(args.width)
     except ValueError:
         raise ValueError(f"--width must be an integer or 'inf', got {args.width!r}") from None
-    net = mlp(depth=args.depth, width=hidden, in_dim=X.shape[1], out_dim=Y.shape[1], activation=args.activation)
+    out_dim = max(2, int(np.max(Y)) + 1, args.classes) if cross_entropy else Y.shape[1]
+    net = mlp(depth=args.depth, width=hidden, in_dim=X.shape[1], out_dim=out_dim, activation=args.activation)
     params = None if infinite else net.init(args.seed)
-    X_test = X[args.n:] if args.n_test else None
-    return net, params, X[: args.n], Y[: args.n], X_test
+    test = slice(args.n, None) if args.n_test else None
+    return (net, params, X[: args.n], Y[: args.n], None if test is None else X[test],
+            None if test is None else Y[test])
 
 
-def summary_line(method, loss, lr, rule, diverged_at=None) -> dict:
-    loss = np.asarray(loss)
+def summary_line(traj) -> dict:
+    """One method's summary from its :class:`~ntk_ngd.trajectory.Trajectory`."""
+    loss = np.asarray(traj.train_loss[: traj.steps_run + 1])
     hit = np.flatnonzero(loss <= 1e-6 * loss[0])
-    return {
-        "method": method,
+    row = {
+        "method": traj.method,
         "initial_loss": float(loss[0]),
         "final_loss": float(loss[-1]),
         "steps_to_1e-6": int(hit[0]) if hit.size else None,
-        "lr": float(lr),
-        "lr_rule": rule,
-        "diverged_at": diverged_at,
+        "lr": float(traj.lr),
+        "lr_rule": traj.lr_rule,
+        "diverged_at": traj.diverged_at,
     }
+    if traj.loss == "cross_entropy":
+        row["final_accuracy"] = float(traj.train_accuracy[traj.steps_run])
+    return row
 
 
 def format_summary(rows) -> str:
-    lines = [f"{'method':<14}{'lr':>11}  {'rule':<20}{'final loss':>12}  steps to 1e-6 of initial"]
+    lines = [f"{'method':<14}{'lr':>11}  {'rule':<22}{'final loss':>12}  steps to 1e-6 of initial"]
     for r in rows:
         steps = "never" if r["steps_to_1e-6"] is None else str(r["steps_to_1e-6"])
         if r.get("diverged_at") is not None:
             steps += f" (diverged at {r['diverged_at']})"
-        lines.append(f"{r['method']:<14}{r['lr']:>11.4g}  {r['lr_rule']:<20}{r['final_loss']:>12.3e}  {steps}")
+        if "final_accuracy" in r:
+            steps += f"  accuracy {r['final_accuracy']:.3f}"
+        lines.append(f"{r['method']:<14}{r['lr']:>11.4g}  {r['lr_rule']:<22}{r['final_loss']:>12.3e}  {steps}")
     return "\n".join(lines)
+
+
+def run_methods(args, names, run_one, label: str, unit_steps: int = 1) -> int:
+    """Run ``run_one(name) -> Trajectory`` for each method with a progress bar; print the summary."""
+    from ._common import emit, progress_bar
+
+    rows, curves = [], {}
+    with progress_bar(len(names) * unit_steps, label, args.json) as bar:
+        for m in names:
+            traj = run_one(m)
+            rows.append(summary_line(traj))
+            curves[m] = traj.train_loss.tolist()
+            bar.update(unit_steps)
+    emit(args, {"loss": args.loss, "summary": rows, "train_loss": curves}, format_summary(rows))
+    return 0

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cli import emit
+from ._common import emit
 from ._common import add_profile_flags, progress_bar
 
 #: Benchmarks in the order they run (benchmarks/bench_NAME.py).

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import deep_linear as dl
 from .._validate import nonnegative, positive_int
-from ..cli import emit
+from ._common import emit
 
 
 def register(subparsers) -> None:

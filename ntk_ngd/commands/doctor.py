@@ -162,7 +162,7 @@ def self_check() -> dict:
 
 
 def run(args) -> int:
-    from ..cli import emit
+    from ._common import emit
 
     info = report()
     if not args.no_check:

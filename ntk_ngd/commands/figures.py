@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from ..cli import emit
+from ._common import emit
 from ..experiments import available
 from ..experiments.runner import run_experiments, write_report
 from ._common import add_profile_flags

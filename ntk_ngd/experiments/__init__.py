@@ -12,7 +12,7 @@ EXPERIMENTS = (
     "kfac_input_rank",
     "ef_vs_ief",
     "deep_linear",
-    "test_predictions",
+    "predictions",
     "kron_approx_error",
     "cross_entropy",
     "fisher_variance",

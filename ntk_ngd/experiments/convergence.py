@@ -28,7 +28,6 @@ from ..diagnostics import isotropy, predict
 from ..dynamics import simulate
 from ..dynamics import closed_form
 from ..function_space import method_kernels
-from ..methods.diagonal import diag_kernels
 from ..networks import mlp
 from ..training import train
 from ._base import Check, ExperimentResult, check_below, check_close
@@ -51,8 +50,6 @@ KRON_COLORS = {"kpsvd": "#8C564B", "ekfac": "#7F7F7F", "diag": "#17BECF"}
 
 
 def _kernel(method, net, X, params):
-    if method == "diag":
-        return np.asarray(diag_kernels(net, X, params).train)
     return np.asarray(method_kernels(net, X, method, params=params).train)
 
 

@@ -21,22 +21,29 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from .. import cross_entropy as ce
 from .. import datasets, plotting
+from ..diagnostics import isotropy
+from ..dynamics import simulate
+from ..function_space import function_step, method_kernels
+from ..training import train
 from ..networks import mlp
 from ._base import ExperimentResult, check_below, check_close, check_range, progress, single_thread_blas
 
+#: the methods drawn in panels (a, b) (the softmax figure of issue 9; every registered method supports the loss)
+METHODS = ["gd", "exact", "block_diag", "kfac", "ef", "ief"]
+
 PROFILES = {
     "tiny": {"n": 10, "n_test": 20, "classes": 10, "depth": 3, "width": 128, "steps": 4,
-             "widths": [64, 256], "scaling_methods": ["exact"], "seed": 0, "activation": "relu"},
+             "widths": [64, 256], "scaling_methods": ["exact"], "seed": 0, "activation": "relu", "methods": METHODS},
     "quick": {"n": 40, "n_test": 300, "classes": 10, "depth": 3, "width": 1024, "steps": 12,
               "widths": [128, 256, 512, 1024, 2048], "scaling_methods": ["exact", "block_diag"], "seed": 0,
-              "activation": "relu"},
+              "activation": "relu", "methods": METHODS},
     "full": {"n": 48, "n_test": 1000, "classes": 10, "depth": 3, "width": 4096, "steps": 25,
              "widths": [128, 256, 512, 1024, 2048, 4096, 8192], "scaling_methods": ["exact", "block_diag", "kfac"],
-             "seed": 0, "activation": "relu"},
+             "seed": 0, "activation": "relu", "methods": METHODS},
 }
 LOSS_FLOOR = 1e-16
+LOSS = "cross_entropy"
 
 
 def run(config: dict, out_dir) -> ExperimentResult:
@@ -92,10 +99,10 @@ def _run(config, out_dir):
 
     # ---- (a, b) infinite-width dynamics and finite-width training -----------------------------
     inf, fin = {}, {}
-    for m in progress(ce.METHODS, desc="cross_entropy: dynamics"):
-        inf[m] = ce.simulate(net, X, Y, m, steps=steps, X_test=Xt, labels_test=Yt)
-        fin[m] = ce.train(net, net.init(seed), X, Y, m, lr=inf[m].lr, steps=steps, X_test=Xt, labels_test=Yt,
-                          center=True)
+    for m in progress(config["methods"], desc="cross_entropy: dynamics"):
+        inf[m] = simulate(net, X, Y, m, steps=steps, X_test=Xt, Y_test=Yt, loss=LOSS)
+        fin[m] = train(net, net.init(seed), X, Y, m, lr=inf[m].lr, steps=steps, X_test=Xt, Y_test=Yt, center=True,
+                       loss=LOSS)
     data["infinite_width"] = {m: {"train_loss": r.train_loss, "train_accuracy": r.train_accuracy,
                                   "test_loss": r.test_loss, "test_accuracy": r.test_accuracy, "lr": r.lr,
                                   "lr_rule": r.lr_rule, "alpha0": r.alpha, "deviation0": r.deviation,
@@ -111,7 +118,7 @@ def _run(config, out_dir):
         closed.append(f)
     closed = np.array(closed)
     closed_loss = -np.mean(np.log(np.sum(_probs(closed) * Y[None], axis=-1)), axis=-1)
-    err = float(np.max(np.abs(_center(inf["exact"].train_logits) - _center(closed))) / np.max(np.abs(_center(closed))))
+    err = float(np.max(np.abs(_center(inf["exact"].train_pred) - _center(closed))) / np.max(np.abs(_center(closed))))
     data["exact_closed_form"] = {"train_loss": closed_loss, "max_rel_error": err}
     checks.append(check_below("exact NGD logits (infinite width, lax.scan of the Gram form) == closed form "
                               "f_y += eta/p_y per step (mod 1), max rel. error", err, 1e-8))
@@ -122,7 +129,7 @@ def _run(config, out_dir):
     checks.append(check_close(f"kfac: alpha at f = 0 == N(L-1)+1 = {kfac_alpha}", inf["kfac"].alpha, kfac_alpha, 1e-8))
     checks.append(check_below("kfac: deviation from isotropy at f = 0 (every Lambda_n equal)", inf["kfac"].deviation,
                               1e-8))
-    bd_gap = float(np.max(np.abs(inf["block_diag"].train_logits - inf["exact"].train_logits)))
+    bd_gap = float(np.max(np.abs(inf["block_diag"].train_pred - inf["exact"].train_pred)))
     checks.append(check_below("block_diag at lr = 1/L follows exact NGD on the training points (max |logit diff|)",
                               bd_gap, 1e-8 * max(1.0, float(np.max(np.abs(closed))))))
     # finite width: per-sample first-order loss rates at initialisation (closed forms)
@@ -132,8 +139,8 @@ def _run(config, out_dir):
     py = np.sum(_probs(f0) * Y, axis=1)
     rates = {}
     for m in ("exact", "ef", "ief"):
-        k = ce.logit_kernels(net, X, Y, m, params=params)
-        rates[m] = -np.sum(g * k.step, axis=1)
+        step, _ = function_step(net, X, m, params=params, loss=LOSS, targets=Y)
+        rates[m] = -np.sum(g * step, axis=1)
     theory_rates = {"exact": -(1 - py) / py, "ef": -np.ones(n), "ief": -np.sum(g**2, axis=1)}
     for m, th in theory_rates.items():
         e = float(np.max(np.abs(rates[m] - th) / np.abs(th)))
@@ -147,11 +154,10 @@ def _run(config, out_dir):
     for m in ("gd", "exact", "block_diag", "kfac"):
         devs, theory = [], []
         for t in range(steps + 1):
-            lt = inf[m].train_logits[t]
+            lt = inf[m].train_pred[t]
             if not np.all(np.isfinite(lt)):
                 break
-            k = ce.logit_kernels(net, X, Y, m, logits=lt)
-            devs.append(k.deviation)
+            devs.append(isotropy(method_kernels(net, X, m, loss=LOSS, outputs=lt).train).deviation)
             if m == "kfac":
                 theory.append(_kfac_deviation_theory(lt, Y, n, depth))
         iso[m] = {"measured": devs, "theory": theory}
@@ -167,12 +173,12 @@ def _run(config, out_dir):
     # ---- (d) width convergence ---------------------------------------------------------------
     scaling = {}
     for m in config["scaling_methods"]:
-        ref = _center(inf[m].train_logits)
+        ref = _center(inf[m].train_pred)
         devs = []
         for w in progress(config["widths"], desc=f"cross_entropy: widths ({m})"):
             netw = net_of(w)
-            run_w = ce.train(netw, netw.init(seed), X, Y, m, lr=inf[m].lr, steps=steps, center=True)
-            d = _center(run_w.train_logits) - ref
+            run_w = train(netw, netw.init(seed), X, Y, m, lr=inf[m].lr, steps=steps, center=True, loss=LOSS)
+            d = _center(run_w.train_pred) - ref
             dev = np.max(np.linalg.norm(d[1:], axis=(1, 2)) / np.linalg.norm(ref[1:], axis=(1, 2)))
             devs.append(float(dev) if run_w.diverged_at is None else float("inf"))  # NaN logits after a divergence
         ok = np.isfinite(devs)
@@ -197,7 +203,7 @@ def _plot(data, inf, fin, closed_loss, config):
     (ax_a, ax_b), (ax_c, ax_d) = axes
     steps = np.arange(config["steps"] + 1)
     M = config["width"]
-    for m in ce.METHODS:
+    for m in config["methods"]:
         lab = f"{m} (η={inf[m].lr:.3g}: {inf[m].lr_rule})"
         ax_a.plot(steps, np.maximum(inf[m].train_loss, LOSS_FLOOR), color=col[m], label=lab,
                   ls="--" if m == "block_diag" else "-")

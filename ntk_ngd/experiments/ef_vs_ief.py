@@ -116,9 +116,12 @@ def _cos(a, b):
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def _sf_q(n, k, seed):
-    """mean_k ε², ε ~ default_rng(seed).standard_normal((k, N, 1)) (the documented SF draw)."""
-    eps = np.random.default_rng(seed).standard_normal((k, n, 1))
+def _sf_q(n, k, seed, step=0):
+    """mean_k ε², ε ~ N(0, 1) of shape (k, N, 1) from jax.random.fold_in(PRNGKey(seed), step) (the SF draw
+    documented in methods/sf.py)."""
+    import jax
+
+    eps = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), step), (k, n, 1)))
     return np.mean(eps[:, :, 0] ** 2, axis=0)
 
 
@@ -216,7 +219,7 @@ def _run(config, out_dir):
     runs = [("exact", 1, 0), ("ief", 1, 0), ("ef", 1, 0), ("gd", 1, 0)]
     runs += [("sf", k, s) for k in config["sf_samples"] for s in range(min(config["sf_seeds"], DRIFT_SEEDS))]
     for m, k, s in _progress(runs, desc="ef_vs_ief: simulate"):
-        res = simulate(net, X, Y, m, steps=config["steps"], samples=k, seed=s)
+        res = simulate(net, X, Y, m, steps=config["steps"], **({"samples": k, "seed": s} if m == "sf" else {}))
         key = m if m != "sf" else f"sf_k{k}_seed{s}"
         curves[key] = {"loss": res.train_loss, "lr": res.lr, "lr_rule": res.lr_rule, "diverged": res.diverged,
                        "residual": res.train_pred[:, :, 0] - Y[None, :, 0]}

@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 
 from .. import plotting
-from ..isotropy_table import DEFAULT_METHODS, agreement, isotropy_rows, markdown_table
+from ..isotropy_table import agreement, default_methods, isotropy_rows, markdown_table
 from ._base import ExperimentResult, check_below
 
 PROFILES = {
-    "tiny": {"depths": [1, 2, 3], "widths": [32, None], "n": 6, "in_dim": 8, "methods": list(DEFAULT_METHODS)},
+    "tiny": {"depths": [1, 2, 3], "widths": [32, None], "n": 6, "in_dim": 8, "methods": list(default_methods())},
     "quick": {"depths": list(range(1, 9)), "widths": [64, 256, None], "n": 16, "in_dim": 24,
-              "methods": list(DEFAULT_METHODS)},
+              "methods": list(default_methods())},
     "full": {"depths": list(range(1, 9)), "widths": [1024, 4096, None], "n": 64, "in_dim": 96,
-             "methods": list(DEFAULT_METHODS)},
+             "methods": list(default_methods())},
 }
 
 TOL = 1e-8

@@ -27,7 +27,6 @@ from .. import datasets, dense, plotting
 from ..diagnostics import isotropy, kron_fit_errors, predict
 from ..function_space import method_kernels
 from ..kernels import layer_kernels
-from ..methods.diagonal import diag_kernels, with_inputs
 from ..networks import mlp
 from ._base import ExperimentResult, check_below
 
@@ -52,10 +51,7 @@ def _label(method, opts):
 
 
 def _errors(net, X, params):
-    lk = layer_kernels(net, X, params=params)
-    if params is not None:
-        lk = with_inputs(lk, net, params, X)
-    return kron_fit_errors(lk, X.shape[0])
+    return kron_fit_errors(layer_kernels(net, X, params=params), X.shape[0])
 
 
 def _dense_errors(net, params, X):
@@ -72,8 +68,6 @@ def _dense_errors(net, params, X):
 
 
 def _kernel(net, X, params, method, opts):
-    if method == "diag":
-        return np.asarray(diag_kernels(net, X, params).train)
     return np.asarray(method_kernels(net, X, method, params=params, **opts).train)
 
 

@@ -33,7 +33,7 @@ from .. import datasets, plotting
 from ..diagnostics import isotropy
 from ..function_space import method_kernels
 from ..kernels import layer_kernels
-from ..methods import _linalg
+from .. import linalg
 from ..networks import mlp
 from ._base import progress as _progress, ExperimentResult, check_below, check_close, check_range
 
@@ -91,7 +91,7 @@ def _run_one(net, X, params):
         hidden_active += np.sum(np.asarray(d)[:, 0, :] != 0, axis=1)
     reference = np.diag(hidden_active + 1.0)
     iso = isotropy(K)
-    ranks = [_linalg.rank(f) for f in lk.fwd]
+    ranks = [linalg.rank(f) for f in lk.fwd]
     # conditioning of the unit blocks K_j = diag(d_j) K^H diag(d_j): smallest |δ| ratio of a unit
     # over the samples where it is non-zero (the method's eigh works on K_j, condition ~ ratio^-2)
     ratio = 1.0

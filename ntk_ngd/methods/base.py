@@ -184,6 +184,9 @@ class Method:
     #: the theory needs every layer's own block at full rank N·k (layer-structured G): a layer with fewer
     #: parameters than N·k is warned about at ρ = 0
     layerwise: bool = False
+    #: options that make the method runnable where the defaults do not (pattern: a bandwidth); used by
+    #: ``--method all`` in the CLI and by the registry-wide tests
+    example_options: tuple = ()
     #: checks that involve several options at once: ``check_options(dict of normalised options, depth)``
     check_options: Callable[[dict, int], None] | None = None
 

@@ -1,4 +1,4 @@
-"""Figure `test_predictions`: isotropic methods train identically but predict differently
+"""Figure `predictions`: isotropic methods train identically but predict differently
 (THEORY.md claims 1–3), at infinite width, on synthetic data and on digits (0 vs 1, ±1 targets).
 
 Training points: every isotropic method has Θ_G(X, X) = α·I, so at η = c/α the residual follows
@@ -26,7 +26,7 @@ from ..diagnostics import isotropy
 from ..dynamics import simulate
 from ..function_space import method_kernels
 from ..kernels import layer_kernels
-from ..methods.layerwise import tridiagonal_pattern
+from ..methods import tridiagonal_pattern
 from ..networks import mlp
 from ._base import progress as _progress, single_thread_blas as _single_thread_blas, ExperimentResult, check_below, check_range
 
@@ -77,7 +77,7 @@ def _theory_alpha(method, L, n, X):
 def _run(config, out_dir):
     L, c = config["depth"], config["fraction"]
     checks, data, plot_data = [], {}, {}
-    for kind in _progress(KINDS, desc="test_predictions"):
+    for kind in _progress(KINDS, desc="predictions"):
         X, Y, X_test, Y_test = _problem(kind, config)
         n = X.shape[0]
         net = mlp(depth=L, width=512, in_dim=X.shape[1])  # width unused: infinite-width kernels
@@ -169,14 +169,14 @@ def _run(config, out_dir):
 
     data["checks"] = [c.as_dict() for c in checks]
     fig = _plot(data, config)
-    png, js = plotting.save(fig, "test_predictions", data, out_dir, config=config)
+    png, js = plotting.save(fig, "predictions", data, out_dir, config=config)
     parts = []
     for kind in KINDS:
         md = data[kind]["methods"]
         parts.append(f"{kind}: rel. diff vs exact " + ", ".join(
             f"{m} {md[m]['rel_diff_test_vs_exact']:.2g}" for m in ("block_diag", "block_tridiag", "kfac", "gd")))
     summary = "train dynamics coincide (one step at 1/alpha); test predictions differ — " + "; ".join(parts)
-    return ExperimentResult("test_predictions", png, js, checks, summary, 0.0)
+    return ExperimentResult("predictions", png, js, checks, summary, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
