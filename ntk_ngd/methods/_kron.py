@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .. import linalg
+from .. import _validate, linalg
 
 #: Entries of the largest intermediate (row chunk × training rows × basis size) formed at once.
 _CHUNK = 1 << 24
@@ -46,6 +46,8 @@ def gram_basis(K):
     """(F, V) with K = FFᵀ over the numerically non-zero eigenvalues and V = eigvecs/√λ: Φᵀ V is an
     orthonormal basis (in feature space) of the row space of Φ, for any Φ with ΦΦᵀ = K."""
     F, inv = linalg.gram_factor(K)
+    if _validate.is_traced(F):  # under jit the kept count is unknown: dropped directions stay as zero columns
+        return F, inv
     keep = jnp.any(F != 0, axis=0)
     return F[:, keep], inv[:, keep]
 

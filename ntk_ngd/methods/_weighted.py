@@ -22,13 +22,19 @@ def full_ntk(lk):
     return lk.full_output_ntk()
 
 
-def weighted_fisher_kernel(theta, theta_test, E, ctx, label="this Fisher") -> MethodKernel:
-    """Θ_G for G = J̃ᵀEEᵀJ̃/N (module docstring); the stable form when Q = EEᵀ is invertible."""
+def weighted_fisher_kernel(theta, theta_test, E, ctx, label="this Fisher", invertible: bool | None = None) -> MethodKernel:
+    """Θ_G for G = J̃ᵀEEᵀJ̃/N (module docstring); the stable form when Q = EEᵀ is invertible.
+
+    ``invertible``: whether Q is, when the caller knows it statically (needed under jit); None checks
+    the eigenvalues of Q (host)."""
     shift = ctx.damping.shift("tikhonov", ctx.n)
     Q = E @ E.T
     q_evals, q_vecs = linalg.eigh_sym(Q)
     cutoff = linalg.default_rcond(Q.shape[0]) * jnp.max(q_evals)
-    invertible = True if _validate.is_traced(q_evals) else bool(jnp.min(q_evals) > cutoff)
+    if invertible is None:
+        if _validate.is_traced(q_evals):
+            raise ValueError(f"{label}: whether its weight Q is invertible must be given under jit")
+        invertible = bool(jnp.min(q_evals) > cutoff)
     if invertible:
         root = (q_vecs * jnp.sqrt(jnp.abs(q_evals))) @ q_vecs.T
         inv_root = (q_vecs / jnp.sqrt(jnp.abs(q_evals))) @ q_vecs.T

@@ -26,8 +26,10 @@ def kernel(train, test, ctx):
             raise ValueError(f"ef: residual is exactly zero at samples {zeros[:5].tolist()}: the empirical Fisher has "
                              "no curvature there and its step -eta/r is infinite; pass damping > 0")
     theta_test = None if test is None else test.full_output_ntk()
+    # Q_n = u_nu_nᵀ: invertible iff one row per sample (and u_n ≠ 0, checked above when concrete)
+    invertible = None if r is not None else train.full_output_ntk().shape[0] == ctx.n
     return _weighted.weighted_fisher_kernel(train.full_output_ntk(), theta_test, _factor(ctx), ctx,
-                                            label="ef: the empirical Fisher")
+                                            label="ef: the empirical Fisher", invertible=invertible)
 
 
 def step(train, test, ctx):

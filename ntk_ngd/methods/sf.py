@@ -42,7 +42,7 @@ def _full_rank(ctx) -> bool:
 def kernel(train, test, ctx):
     theta_test = None if test is None else test.full_output_ntk()
     return _weighted.weighted_fisher_kernel(train.full_output_ntk(), theta_test, _factor(ctx), ctx,
-                                            label="sf: the sampled Fisher")
+                                            label="sf: the sampled Fisher", invertible=_full_rank(ctx))
 
 
 def _coefficients(E, ctx):
@@ -54,9 +54,15 @@ def _coefficients(E, ctx):
 
 
 def step(train, test, ctx):
+    """The finite form ΘE(EᵀΘE + Nρ)⁻¹c when every Q_n is invertible; otherwise (samples < rows per sample)
+    the Woodbury kernel applied to u, which needs ρ > 0."""
     if not _full_rank(ctx):
-        raise ValueError(f"sf with samples={ctx.scores.shape[-1]} < {ctx.scores.shape[1]} rows per sample has a "
-                         f"singular per-sample Fisher; use samples >= {ctx.scores.shape[1]}")
+        if not ctx.damping.positive:
+            raise ValueError(f"sf with samples={ctx.scores.shape[-1]} < {ctx.scores.shape[1]} rows per sample has a "
+                             f"singular per-sample Fisher: its step is infinite at damping 0; use samples >= "
+                             f"{ctx.scores.shape[1]} or damping > 0")
+        k = kernel(train, test, ctx)
+        return k.train @ ctx.residual, None if k.test is None else k.test @ ctx.residual
     E = _factor(ctx)
     theta_test = None if test is None else test.full_output_ntk()
     return _weighted.weighted_step(train.full_output_ntk(), theta_test, E, _coefficients(E, ctx),
