@@ -16,6 +16,7 @@ EXPERIMENTS = (
     "kron_approx_error",
     "cross_entropy",
     "fisher_variance",
+    "mnist_one_step",
 )
 
 PROFILES = ("tiny", "quick", "full")
