@@ -99,6 +99,11 @@ def expand_outputs(K, c: int):
     return jnp.repeat(jnp.repeat(K, c, axis=-2), c, axis=-1)
 
 
+def expand_outputs_rows(F, c: int):
+    """Rows of F (N, r) repeated for the c outputs of each sample: row n·c + j is row n (F ⊗ 1_c)."""
+    return F if c == 1 else jnp.repeat(F, c, axis=0)
+
+
 def kron_identity(K, c: int):
     """K ⊗ I_c on the flattened index (an output-diagonal kernel written in full), K (..., N1, N2)."""
     if c == 1:
@@ -148,7 +153,7 @@ def weighted_sum(weights, delta):
 
 
 __all__ = [
-    "block_diagonal", "default_rcond", "eigh_sym", "expand_outputs", "gram_factor", "inverse_eigenvalues", "jt",
+    "block_diagonal", "default_rcond", "eigh_sym", "expand_outputs", "expand_outputs_rows", "gram_factor", "inverse_eigenvalues", "jt",
     "jvp", "kron_identity", "per_sample_factor", "projector", "rank", "residual_factor", "solve", "solve_right",
     "sqrt_and_pinv_sqrt", "weighted_sum",
 ]

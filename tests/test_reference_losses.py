@@ -86,10 +86,13 @@ def singular_sampled_fisher(net, params, X, loss, opts) -> bool:
     return any(np.linalg.matrix_rank(x @ x.T) < x.shape[0] for x in xi)
 
 
-#: registry bug found by this suite (diagnosis in the docstring of the test below)
-SF_FULL_RANK_BUG = ("ntk_ngd.methods.sf._full_rank decides 'every Q_n invertible' from samples >= rows; for "
-                    "cross-entropy a draw with fewer than C-1 distinct classes leaves Q_n singular, so u = Ec fails "
-                    "and the update/step are wrong (the kernel, which checks Q's eigenvalues, is right)")
+def test_singular_categorical_draws_occur_in_the_suite():
+    """The cross-entropy configurations include a sampled-Fisher draw whose Q_n is singular although
+    samples ≥ C − 1 (the case of the sf bug this suite found), so the Gram-vs-reference test covers it."""
+    sf = methods.get("sf")
+    hits = [singular_sampled_fisher(*problem(c)[1:4], "cross_entropy", opts) for c in CONFIGS
+            if problem(c)[0] == "cross_entropy" for opts in option_cases(sf, problem(c)[1].depth)]
+    assert any(hits)
 
 
 def test_every_method_has_a_reference():
@@ -102,16 +105,15 @@ def test_gram_form_equals_reference(config, method):
     """Θ̃_G(X, X), Θ̃_G(X_test, X) (MSE: Θ_G; cross-entropy: RΘ_GRᵀ and (I ⊗ Vᵀ)Θ_G(x', X)Rᵀ) and the update
     −η(G + ρI)⁻¹∇L at ρ = 1e-3, Gram form vs explicit P×P (relative max error ≤ TOL).
 
-    Known registry bug (sf, cross-entropy, samples >= C − 1 with a draw of fewer than C − 1 distinct
-    classes): the reference update is (G + ρI)⁻¹∇L solved densely from G = Σ_s ΦᵀΦ/(Nk); a third,
-    plain-numpy solve agrees with it to 6e-15 and so does the registry's own general (Woodbury) branch,
-    while the registry's full-rank branch is off by O(1). Marked xfail only when that condition holds."""
+    This test found a registry bug (sf with cross-entropy: categorical draws hitting fewer than C − 1 distinct
+    classes make Q_n singular although samples ≥ C − 1; the full-rank branch was then off by O(1)); sf now
+    always takes the general form, exact for any Q."""
     loss, net, params, X, X_test, Y = problem(config)
     spec = methods.get(method)
     if loss in dict(spec.unsupported_losses):
         pytest.skip(f"{method} does not support {loss}: {dict(spec.unsupported_losses)[loss]}")
     targets = {"targets": Y} if spec.needs_residual else {}
-    failures, explained = [], True
+    failures = []
     for opts in option_cases(spec, net.depth):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # rank-deficient layer warnings: not under test
@@ -126,10 +128,6 @@ def test_gram_form_equals_reference(config, method):
         bad = {k: f"{v:.1e}" for k, v in errors.items() if not v <= TOL}
         if bad:
             failures.append(f"{opts}: {bad}")
-            explained &= (spec.random and loss == "cross_entropy" and set(bad) == {"update"}
-                          and singular_sampled_fisher(net, params, X, loss, opts))
-    if failures and explained:
-        pytest.xfail(SF_FULL_RANK_BUG)
     assert not failures, f"{method} {config}: " + "; ".join(failures)
 
 
@@ -148,13 +146,12 @@ def test_sampled_fisher_draw_of_a_later_step(config):
         assert rel_err(other, ref[0]) > 1e-3  # a different draw: the step matters
 
 
-@pytest.mark.xfail(strict=True, reason="ntk_ngd.methods.unit_wise at rho = 0 factors K^H ⊗ 1_{k×k} by eigh, so the "
-                   "k rows of one sample differ by ~1e-15 and an exactly rank-1 unit block gets a spurious singular "
-                   "value (3e-15 relative) above its SVD cut-off max(shape)·eps: the projector gains a direction "
-                   "(train 9e-2) and the test kernel blows up (5e11). Expanding the sample-level factor "
-                   "(expand_rows(gram_factor(K^H))) agrees with the reference to 5e-11.")
 def test_unit_wise_undamped_unit_active_on_one_sample():
-    """ρ = 0, k = 2 outputs, ReLU: a unit active on a single sample has a Jacobian block of exact rank 1 (the k
+    """Found a registry bug (factoring K^H ⊗ 1_{k×k} by eigh gave a sample's k rows coordinates differing by
+    ~1e-15, so an exactly rank-1 unit block got a spurious singular value above its cut-off: train kernel off
+    by 9e-2, test kernel 5e11); unit_wise now expands the sample-level factor.
+
+    ρ = 0, k = 2 outputs, ReLU: a unit active on a single sample has a Jacobian block of exact rank 1 (the k
     rows δ_{j,c}(x_n)h̃_n are parallel), so the ρ → 0⁺ limit is the rank-1 projector (reference: eigenvalues
     of G_b below b·eps·λ_max dropped; here the second is ~1e-33·λ_max, rounding only)."""
     net = nn.mlp(depth=3, width=[6, 4], in_dim=2, out_dim=2, activation="relu", w_std=1.3, b_std=0.4)

@@ -5,7 +5,8 @@ Options ``samples`` (k) and ``seed``: the draw of step t uses ``jax.random.fold_
 so the kernel (step 0), the dynamics, training and the dense reference see the same samples.
 
 A weighted Fisher (:mod:`._weighted`) with E holding ξ_n^{(s)}/√k in sample n's rows; Q_n = (1/k)Σ_s ξξᵀ.
-With every Q_n invertible (k ≥ rows per sample, a.s.) and ρ = 0: Θ_SF = Q⁻¹ on the training points,
+With every Q_n invertible (Gaussian draws with k ≥ rows per sample, almost surely; categorical draws only
+when they hit enough distinct classes) and ρ = 0: Θ_SF = Q⁻¹ on the training points,
 Δf = −ηQ⁻¹u (for one output −η u ⊘ mean(ξ²)): random, not isotropic, unbiased only in G, not in the
 step (see the fisher_variance figure). With k smaller than the rows per sample Q is singular: the
 step exists only for ρ > 0 (Woodbury). Step rule: η = 1.
@@ -41,48 +42,41 @@ def _full_rank(ctx) -> bool:
 
 def kernel(train, test, ctx):
     theta_test = None if test is None else test.full_output_ntk()
+    # whether every Q_n is invertible depends on the draw (cross-entropy's categorical samples can repeat a
+    # class): checked on its eigenvalues when concrete; under jit the Woodbury form (exact either way) when
+    # ρ > 0, else the full-rank form when samples ≥ rows (almost surely right for Gaussian draws)
+    if not _validate.is_traced(ctx.scores):
+        invertible = None
+    else:
+        invertible = False if ctx.damping.positive else _full_rank(ctx)
     return _weighted.weighted_fisher_kernel(train.full_output_ntk(), theta_test, _factor(ctx), ctx,
-                                            label="sf: the sampled Fisher", invertible=_full_rank(ctx))
+                                            label="sf: the sampled Fisher", invertible=invertible)
 
 
-def _coefficients(E, ctx):
-    """c with u = E c (every Q_n invertible): c = EᵀQ⁻¹u, Q = EEᵀ block-diagonal."""
-    cols = ctx.scores / math.sqrt(ctx.scores.shape[-1])
-    Q = jnp.einsum("nck,ndk->ncd", cols, cols)
-    u = jnp.reshape(ctx.residual, (ctx.n, -1, 1))
-    return E.T @ jnp.linalg.solve(Q, u).reshape(-1)
-
-
-def step(train, test, ctx):
-    """The finite form ΘE(EᵀΘE + Nρ)⁻¹c when every Q_n is invertible; otherwise (samples < rows per sample)
-    the Woodbury kernel applied to u, which needs ρ > 0."""
-    if not _full_rank(ctx):
-        if not ctx.damping.positive:
-            raise ValueError(f"sf with samples={ctx.scores.shape[-1]} < {ctx.scores.shape[1]} rows per sample has a "
-                             f"singular per-sample Fisher: its step is infinite at damping 0; use samples >= "
-                             f"{ctx.scores.shape[1]} or damping > 0")
-        k = kernel(train, test, ctx)
-        return k.train @ ctx.residual, None if k.test is None else k.test @ ctx.residual
-    E = _factor(ctx)
-    theta_test = None if test is None else test.full_output_ntk()
-    return _weighted.weighted_step(train.full_output_ntk(), theta_test, E, _coefficients(E, ctx),
-                                   ctx.damping.shift("tikhonov", ctx.n), ctx.rcond)
-
-
-def direction(train, ctx):
-    """u = Ec when every Q_n is invertible; otherwise Jᵀu = Φᵀb + (Jᵀu − Φᵀb) with b = (EᵀΘE)⁺EᵀΘu,
-    whose second part lies in null(G) and is scaled by 1/ρ (the pseudo-inverse G⁺∇ at ρ = 0)."""
+def _weights(theta, ctx):
+    """w with (G + ρI)⁻¹J̃ᵀu = J̃ᵀw, for any weight Q (singular or not): write J̃ᵀu = Φᵀb + (J̃ᵀu − Φᵀb),
+    Φ = EᵀJ̃, b = (EᵀΘE)⁺EᵀΘu; the second part is in null(G) and is scaled by 1/(Nρ) (dropped at ρ = 0: the
+    pseudo-inverse G⁺∇, which is the ρ → 0⁺ limit exactly when u ∈ range(E), e.g. every Q_n invertible)."""
     E = _factor(ctx)
     shift = ctx.damping.shift("tikhonov", ctx.n)
-    if _full_rank(ctx):
-        return _weighted.weighted_direction(train, E, _coefficients(E, ctx), shift, ctx.rcond)
-    theta = jnp.sum(train.ntk, axis=0)
     u = ctx.residual
     gram = E.T @ theta @ E
     b = linalg.solve(gram, E.T @ (theta @ u), 0.0, ctx.rcond)
     w = E @ linalg.solve(gram, b, shift, ctx.rcond)
     if ctx.damping.positive:
         w = w + (u - E @ b) / shift
+    return w
+
+
+def step(train, test, ctx):
+    """Θ_SF u = Θw on the training points and Θ(x', X)w on test points (w of :func:`_weights`)."""
+    theta = train.full_output_ntk()
+    w = _weights(theta, ctx)
+    return theta @ w, None if test is None else test.full_output_ntk() @ w
+
+
+def direction(train, ctx):
+    w = _weights(jnp.sum(train.ntk, axis=0), ctx)
     return [linalg.jt(H, d, w) for H, d in zip(train.inputs, train.deltas)]
 
 

@@ -53,21 +53,26 @@ def _units_projection(features_cross, features, d_cross, d, shift, positive):
     """
 
     def one(dc, dt):
-        A = dt[:, None] * features
-        P, sv, Wt = jnp.linalg.svd(A, full_matrices=False)
-        kept = sv > max(A.shape) * jnp.finfo(A.dtype).eps * jnp.max(sv)
-        pinv = jnp.where(kept, 1.0 / jnp.where(kept, sv, 1.0), 0.0)
-        scale = jnp.where(positive, sv / (sv**2 + shift), pinv)
+        P, scale, Wt = _svd_scale(dt[:, None] * features, shift, positive)
         return ((dc[:, None] * features_cross) @ Wt.T * scale) @ P.T
 
     return jnp.sum(jax.vmap(one, in_axes=(1, 1))(d_cross, d), axis=0)
 
 
+def _forward_coordinates(fwd, fwd_cross, k: int):
+    """(F, F(x')): the rows' coordinates in an orthonormal basis of the span of the layer inputs, from the
+    N×N forward Gram (K^H = FFᵀ), expanded to the k rows of each sample. Factoring K^H ⊗ 1_{k×k} instead
+    would give a sample's k rows coordinates differing by rounding (~1e-15), enough to lift an exactly
+    rank-one unit block above the cut-off."""
+    F, inverse = linalg.gram_factor(fwd)
+    return linalg.expand_outputs_rows(F, k), linalg.expand_outputs_rows(fwd_cross @ inverse, k), inverse
+
+
 def _finite_kernel(cross, train, ctx):
+    k = train.n_outputs_per_sample
     total = 0.0
     for l in range(train.depth):
-        features, inverse = linalg.gram_factor(train.fwd_expanded()[l])
-        features_cross = cross.fwd_expanded()[l] @ inverse
+        features, features_cross, _ = _forward_coordinates(train.fwd[l], cross.fwd[l], k)
         d = cross.deltas2[l].reshape(-1, cross.deltas2[l].shape[-1])  # δ(X): (N·k, M_l)
         d_cross = cross.deltas[l].reshape(-1, d.shape[-1])  # δ(x'): (N'·k, M_l)
         for start in range(0, d.shape[1], _UNIT_CHUNK):
@@ -75,6 +80,26 @@ def _finite_kernel(cross, train, ctx):
             total = total + _units_projection(features_cross, features, d_cross[:, sl], d[:, sl], _shift(ctx),
                                               ctx.damping.positive)
     return total
+
+
+def _svd_scale(A, shift, positive):
+    """SVD A = P diag(s) Wᵀ and s/(s² + shift) (ρ > 0) or the pseudo-inverse 1/s over s > max(A.shape)·eps·s_max."""
+    P, sv, Wt = jnp.linalg.svd(A, full_matrices=False)
+    kept = sv > max(A.shape) * jnp.finfo(A.dtype).eps * jnp.max(sv)
+    pinv = jnp.where(kept, 1.0 / jnp.where(kept, sv, 1.0), 0.0)
+    return P, jnp.where(positive, sv / (sv**2 + shift), pinv), Wt
+
+
+@jax.jit
+def _units_coefficients(features, d, u, shift, positive):
+    """Columns c_j = A_j⁺u (ρ = 0) or A_jᵀ(A_jA_jᵀ + shift)⁻¹u in the forward coordinates, A_j = diag(d_j)F,
+    for a chunk of units (columns of d)."""
+
+    def one(dj):
+        P, scale, Wt = _svd_scale(dj[:, None] * features, shift, positive)
+        return Wt.T @ (scale * (P.T @ u))
+
+    return jax.vmap(one, in_axes=1, out_axes=1)(d)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -115,11 +140,14 @@ def kernel(train, test, ctx) -> MethodKernel:
 
 
 def direction(train, ctx) -> list:
+    """Δw̃_j = −η A_jᵀ(A_jA_jᵀ + Nρ)⁻¹u per unit, A_j = diag(d_j)H̃ = diag(d_j)F Vᵀ (H̃ = FVᵀ, V = H̃ᵀ·inverse
+    orthonormal), so Δw̃_j = H̃ᵀ·inverse·c_j with c_j from an SVD of the small diag(d_j)F (as the kernel):
+    the SVD keeps A_j's conditioning instead of squaring it in its Gram."""
     chunk = ctx.option("unit_chunk")
     out = []
     for H, delta in zip(train.inputs, train.deltas):
         k = delta.shape[1]
-        K_h = linalg.expand_outputs(H @ H.T, k)
+        features, _, inverse = _forward_coordinates(H @ H.T, H @ H.T, k)
         flat = delta.reshape(-1, delta.shape[-1])
         m = flat.shape[1]
         size = min(chunk, m)
@@ -127,10 +155,11 @@ def direction(train, ctx) -> list:
         d = jnp.pad(flat, ((0, 0), (0, n_chunks * size - m))).T.reshape(n_chunks, size, -1)
 
         def one(dj):
-            return linalg.solve(K_h * jnp.outer(dj, dj), ctx.residual, _shift(ctx), ctx.rcond)
+            return _units_coefficients(features, dj.T, ctx.residual, _shift(ctx), ctx.damping.positive)
 
-        U = jax.lax.map(jax.vmap(one), d).reshape(n_chunks * size, -1)[:m].T  # (N·k, M): column j = u_j
-        out.append(H.T @ jnp.einsum("ncm,ncm->nm", U.reshape(delta.shape), delta))
+        C = jax.lax.map(one, d)  # (chunks, r, size)
+        C = jnp.moveaxis(C, 0, 1).reshape(C.shape[1], -1)[:, :m]
+        out.append(H.T @ (inverse @ C))
     return out
 
 
