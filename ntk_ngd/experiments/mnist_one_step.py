@@ -30,7 +30,7 @@ from ..training import train
 from ._base import ExperimentResult, check_below, check_range, progress, single_thread_blas
 
 PROFILES = {
-    "tiny": {"n": 20, "n_test": 10, "depth": 3, "width": 128, "widths": [64, 128, 256], "seed": 0,
+    "tiny": {"n": 20, "n_test": 10, "depth": 3, "width": 256, "widths": [256, 512, 1024], "seed": 0,
              "sweep_seeds": [0, 1]},
     "quick": {"n": 100, "n_test": 50, "depth": 3, "width": 2048, "widths": [256, 512, 1024, 2048], "seed": 0,
               "sweep_seeds": [0, 1, 2]},
