@@ -14,36 +14,140 @@ import sys
 import time
 
 
+#: The verdict of a check (issue "honest claims"): theory predicts it and the measurement agrees within a
+#: tolerance fixed before the run; a named condition fails and the predicted magnitude is met; theory is silent
+#: (the number is shown, no verdict); the measurement contradicts the stated prediction.
+STATUSES = ("holds", "breaks as predicted", "unpredicted", "fails")
+#: "evidence" rows count as verification; "identity (sanity)" rows restate a computation through a shared
+#: formula or helper and are shown but not counted as evidence.
+KINDS = ("evidence", "identity (sanity)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """A negative control: the same check run through the same pipeline on an input where the claim is known
+    not to hold. ``failed`` must be True (the check can fail)."""
+
+    description: str
+    measured: float
+    failed: bool
+
+    def as_dict(self) -> dict:
+        return {"description": self.description, "measured": _number(self.measured), "failed": bool(self.failed)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Check:
+    """One claim of a figure: the measured number beside the theoretical one, the tolerance and the error model
+    that fixed it (before the run), the status, and the negative controls.
+
+    ``finding``: for a "fails" row, the docs/THEORY.md anchor that records it as a finding (a "fails" row
+    without one is a bug). ``calibration``: seeds a data-driven band was calibrated on and judged on."""
+
     claim: str
     measured: float
     theory: float | str
     tolerance: str  # human-readable, e.g. "|diff| <= 1e-8" or "slope in [-0.6, -0.4]"
-    passed: bool
+    status: str
+    error_model: str = ""
+    controls: tuple[Control, ...] = ()
+    kind: str = "evidence"
+    finding: str = ""
+    calibration: dict | None = None
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}; choose one of: {', '.join(STATUSES)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; choose one of: {', '.join(KINDS)}")
+
+    @property
+    def passed(self) -> bool:
+        """Compatibility: True for "holds" and "breaks as predicted"."""
+        return self.status in ("holds", "breaks as predicted")
+
+    def with_controls(self, *controls: Control) -> "Check":
+        return dataclasses.replace(self, controls=self.controls + tuple(controls))
 
     def as_dict(self) -> dict:
-        measured = self.measured if (self.measured is None or math.isfinite(self.measured)) else str(self.measured)
-        return {"claim": self.claim, "measured": measured, "theory": self.theory, "tolerance": self.tolerance,
-                "passed": bool(self.passed)}
+        out = {"claim": self.claim, "measured": _number(self.measured), "theory": self.theory,
+               "tolerance": self.tolerance, "status": self.status, "passed": self.passed,
+               "error_model": self.error_model, "kind": self.kind,
+               "controls": [c.as_dict() for c in self.controls]}
+        if self.finding:
+            out["finding"] = self.finding
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
+        return out
 
 
-def check_close(claim: str, measured: float, theory: float, rel_tol: float) -> Check:
-    """PASS when |measured − theory| ≤ rel_tol·|theory| (absolute when theory = 0)."""
+def _number(x):
+    if x is None or isinstance(x, str):
+        return x
+    x = float(x)
+    return x if math.isfinite(x) else str(x)
+
+
+def _status(ok: bool, expect: str) -> str:
+    if expect not in ("holds", "breaks"):
+        raise ValueError(f"expect must be 'holds' or 'breaks', got {expect!r}")
+    if not ok:
+        return "fails"
+    return "holds" if expect == "holds" else "breaks as predicted"
+
+
+def close(measured, theory, rel_tol) -> bool:
+    """|measured − theory| ≤ rel_tol·|theory| (absolute when theory = 0), measured finite."""
     measured, theory = float(measured), float(theory)
     scale = abs(theory) if theory != 0 else 1.0
-    ok = math.isfinite(measured) and abs(measured - theory) <= rel_tol * scale
-    return Check(claim, measured, theory, f"rel. error <= {rel_tol:g}", ok)
+    return math.isfinite(measured) and abs(measured - theory) <= rel_tol * scale
 
 
-def check_below(claim: str, measured: float, bound: float, theory: float | str = 0.0) -> Check:
+def below(measured, bound) -> bool:
     measured = float(measured)
-    return Check(claim, measured, theory, f"<= {bound:g}", math.isfinite(measured) and measured <= bound)
+    return math.isfinite(measured) and measured <= bound
 
 
-def check_range(claim: str, measured: float, lo: float, hi: float, theory: float | str) -> Check:
+def within(measured, lo, hi) -> bool:
     measured = float(measured)
-    return Check(claim, measured, theory, f"in [{lo:g}, {hi:g}]", math.isfinite(measured) and lo <= measured <= hi)
+    return math.isfinite(measured) and lo <= measured <= hi
+
+
+def check_close(claim: str, measured: float, theory: float, rel_tol: float, *, error_model: str = "",
+                expect: str = "holds", controls=(), kind: str = "evidence", finding: str = "") -> Check:
+    """|measured − theory| ≤ rel_tol·|theory| (absolute when theory = 0)."""
+    return Check(claim, float(measured), float(theory), f"rel. error <= {rel_tol:g}",
+                 _status(close(measured, theory, rel_tol), expect), error_model, tuple(controls), kind, finding)
+
+
+def check_below(claim: str, measured: float, bound: float, theory: float | str = 0.0, *, error_model: str = "",
+                expect: str = "holds", controls=(), kind: str = "evidence", finding: str = "") -> Check:
+    return Check(claim, float(measured), theory, f"<= {bound:g}", _status(below(measured, bound), expect),
+                 error_model, tuple(controls), kind, finding)
+
+
+def check_range(claim: str, measured: float, lo: float, hi: float, theory: float | str, *, error_model: str = "",
+                expect: str = "holds", controls=(), kind: str = "evidence", finding: str = "",
+                calibration: dict | None = None) -> Check:
+    return Check(claim, float(measured), theory, f"in [{lo:g}, {hi:g}]", _status(within(measured, lo, hi), expect),
+                 error_model, tuple(controls), kind, finding, calibration)
+
+
+def unpredicted(claim: str, measured: float, note: str = "theory silent") -> Check:
+    """A number the theory makes no statement about: shown, no verdict."""
+    return Check(claim, float(measured), note, "-", "unpredicted")
+
+
+def control_close(description: str, measured, theory, rel_tol) -> Control:
+    return Control(description, measured, not close(measured, theory, rel_tol))
+
+
+def control_below(description: str, measured, bound) -> Control:
+    return Control(description, measured, not below(measured, bound))
+
+
+def control_range(description: str, measured, lo, hi) -> Control:
+    return Control(description, measured, not within(measured, lo, hi))
 
 
 @dataclasses.dataclass
@@ -57,7 +161,8 @@ class ExperimentResult:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        """No check failed without a recorded finding (``fails`` rows with a docs/THEORY.md finding are results)."""
+        return all(c.status != "fails" or c.finding for c in self.checks)
 
 
 class Timer:

@@ -21,6 +21,8 @@ dynamics at the initial parameters; diag has no infinite-width limit, so its lin
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .. import datasets, plotting
@@ -134,7 +136,7 @@ def run(config: dict, out_dir) -> ExperimentResult:
         for m in config["methods"]:
             if m in KRON:
                 panel[m], kron_checks = _kron_curves(m, net, X, Y, params, fraction, steps)
-                checks.extend(Check(f"{kind}: {c.claim}", c.measured, c.theory, c.tolerance, c.passed)
+                checks.extend(dataclasses.replace(c, claim=f"{kind}: {c.claim}")
                               for c in kron_checks)
                 t = np.arange(steps + 1)
                 ax.plot(t, panel[m]["theory_rel_loss"], "--", color=colors[m], lw=1.4,

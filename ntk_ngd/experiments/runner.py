@@ -22,8 +22,9 @@ def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log
         result = module.run(dict(module.PROFILES[profile]), out_dir)
         result.wall_time = time.perf_counter() - start
         _record_checks(result, profile)
-        verdict = "PASS" if result.passed else "FAIL"
-        log(f"[{verdict}] {name:<18} {result.wall_time:7.1f} s  {result.summary}")
+        counts = _status_counts(result.checks)
+        verdict = "ok" if result.passed else "FAIL"
+        log(f"[{verdict}] {name:<18} {result.wall_time:7.1f} s  {counts}  {result.summary}")
         results.append(result)
     return results
 
@@ -39,6 +40,14 @@ def _record_checks(result: ExperimentResult, profile: str) -> None:
     with open(result.json, "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=1, allow_nan=False)
         fh.write("\n")
+
+
+def _status_counts(checks) -> str:
+    from ._base import STATUSES
+
+    statuses = [c.status if hasattr(c, "status") else c.get("status", "holds" if c["passed"] else "fails")
+                for c in checks]
+    return ", ".join(f"{statuses.count(s)} {s}" for s in STATUSES if statuses.count(s))
 
 
 def _records(out_dir: str) -> list[dict]:
@@ -58,28 +67,53 @@ def _number(x) -> str:
     return x if isinstance(x, str) else ("-" if x is None else f"{x:.6g}")
 
 
+def _status_of(c: dict) -> str:
+    return c.get("status", "holds" if c["passed"] else "fails")
+
+
 def report_markdown(out_dir: str, total_time: float) -> str:
     """REPORT.md from the figure JSONs present in ``out_dir`` (so `--only` runs keep it complete)."""
+    from ._base import STATUSES
+
     records = _records(out_dir)
-    n_checks = sum(len(r["checks"]) for r in records)
-    n_pass = sum(c["passed"] for r in records for c in r["checks"])
+    checks = [c for r in records for c in r["checks"]]
+    evidence = [c for c in checks if c.get("kind", "evidence") == "evidence"]
+    counts = ", ".join(f"**{sum(_status_of(c) == s for c in evidence)} {s}**" for s in STATUSES)
+    identities = len(checks) - len(evidence)
+    controls = [k for c in checks for k in c.get("controls", [])]
     lines = [
         "# ntk-ngd figure report",
         "",
-        f"{len(records)} figures, {n_pass}/{n_checks} claims PASS. Last run took {total_time:.0f} s. Every row is a "
-        "claim of docs/THEORY.md checked numerically: the measured number, the theoretical one (derived "
-        "independently of the code that measures), the tolerance, and the verdict. The numbers behind each "
-        "figure, its configuration and the software versions are in its JSON file.",
+        f"{len(records)} figures, {len(evidence)} claims: {counts}"
+        + (f"; plus {identities} identity (sanity) rows, not counted as evidence" if identities else "")
+        + f". {len(controls)} negative controls, {sum(k['failed'] for k in controls)} of them failed as they must. "
+        f"Last run took {total_time:.0f} s.",
+        "",
+        "Every row is a claim of docs/THEORY.md checked numerically: the measured number, the theoretical one "
+        "(derived independently of the code that measures), the tolerance and the error model that fixed it "
+        "before the run, and the status: *holds* (theory predicts it, measured agrees), *breaks as predicted* "
+        "(a named condition fails and the predicted magnitude is met), *unpredicted* (theory is silent: the number "
+        "is shown, no verdict), *fails* (the measurement contradicts the prediction: a finding recorded in "
+        "docs/THEORY.md, linked). Negative controls run the same check on an input where the claim does not hold; "
+        "each must fail. The numbers behind each figure, its configuration and the software versions are in its "
+        "JSON file.",
         "",
     ]
     for r in records:
         lines += [f"## {r['name']}", "", f"![{r['name']}]({r['name']}.png)", "",
                   f"Profile `{r.get('profile', '?')}`, {r.get('wall_time_s') or 0:.0f} s. "
                   f"Data: [{r['name']}.json]({r['name']}.json).", "",
-                  "| claim | measured | theory | tolerance | verdict |", "|---|---|---|---|---|"]
+                  "| claim | measured | theory | tolerance | status | controls |", "|---|---|---|---|---|---|"]
         for c in r["checks"]:
+            status = _status_of(c)
+            if c.get("kind", "evidence") != "evidence":
+                status += " (identity)"
+            if c.get("finding"):
+                status += f" ([finding](../docs/THEORY.md#{c['finding']}))"
+            ctrl = "; ".join(f"{k['description']}: {_number(k['measured'])} ({'fails' if k['failed'] else 'PASSES'})"
+                             for k in c.get("controls", [])) or "-"
             lines.append(f"| {c['claim']} | {_number(c['measured'])} | {_number(c['theory'])} | {c['tolerance']} | "
-                         f"{'PASS' if c['passed'] else 'FAIL'} |")
+                         f"{status} | {ctrl} |")
         lines.append("")
     benches = sorted(f for f in os.listdir(out_dir) if f.startswith("bench_") and f.endswith(".png"))
     if benches:
