@@ -300,10 +300,13 @@ def infinite_grams(net, X, X2=None, **kwargs):
                        bias=net.bias, **kwargs)
 
 
-def kernel_fn(net, X, X2=None, get: str = "ntk", **kwargs):
+def kernel_fn(net, X, X2=None, get="ntk", **kwargs):
     """The network's infinite-width kernel, like NT's ``kernel_fn(X, X2, get)``: "nngp" is
-    K^H_L (the covariance of f), "ntk" is Θ = Σ_l K^H_l ⊙ K^Δ_l; (N, N2)."""
-    if get not in ("ntk", "nngp"):
-        raise ValueError(f"get must be 'ntk' or 'nngp', got {get!r}")
+    K^H_L (the covariance of f), "ntk" is Θ = Σ_l K^H_l ⊙ K^Δ_l; each (N, N2). ``get`` may be a
+    tuple of these names (then a tuple is returned, in that order, as NT does)."""
+    names = (get,) if isinstance(get, str) else tuple(get)
+    if not names or any(g not in ("ntk", "nngp") for g in names):
+        raise ValueError(f"get must be 'ntk', 'nngp' or a tuple of them, got {get!r}")
     fwd, bwd = infinite_grams(net, X, X2, **kwargs)
-    return fwd[-1] if get == "nngp" else jnp.sum(fwd * bwd, axis=0)
+    out = tuple(fwd[-1] if g == "nngp" else jnp.sum(fwd * bwd, axis=0) for g in names)
+    return out[0] if isinstance(get, str) else out
