@@ -7,7 +7,9 @@ Each named activation records which infinite-width formula applies to it
 * ``"rectifier"``   φ(x) = a·min(x, 0) + b·max(x, 0)             (stax.ABRelu(a, b)):
   relu (a, b) = (0, 1), leaky_relu (0.1, 1), abs (−1, 1); closed form from the arc-cosine kernels
 * ``"erf"``         φ(x) = erf(x)                               (stax.Erf(1, 1, 0)); arcsin formula
-* ``None``          any other elementwise φ (gelu, sin, a user callable): Gaussian quadrature
+* ``"gelu"``        φ(x) = x·Φ(x)                               (stax.Gelu()); Tsuchida et al. (2020)
+* ``"sin"``         φ(x) = sin(x)                               (stax.Sin(1, 1, 0)); exponentials
+* ``None``          any other elementwise φ (a user callable): Gaussian quadrature
 
 NT's ``Gelu()`` is the exact one, φ(x) = x·Φ(x) = jax.nn.gelu(x, approximate=False) (its
 ``approximate`` flag changes only the finite-width ``apply_fn``, never the kernel), and
@@ -28,7 +30,7 @@ from jax.scipy.special import erf
 class Activation:
     """An elementwise φ and the infinite-width formula that applies to it.
 
-    ``closed_form``: "linear", "rectifier", "erf" or None (quadrature only).
+    ``closed_form``: "linear", "rectifier", "erf", "gelu", "sin" or None (quadrature only).
     ``slopes``: (a, b) of φ(x) = a·min(x, 0) + b·max(x, 0) when ``closed_form == "rectifier"``.
     """
 
@@ -73,10 +75,10 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": _rectifier("relu", 0.0, 1.0),
     "erf": Activation("erf", _erf, "erf"),
     "linear": Activation("linear", _identity, "linear"),
-    "gelu": Activation("gelu", _gelu),
+    "gelu": Activation("gelu", _gelu, "gelu"),
     "leaky_relu": _rectifier("leaky_relu", 0.1, 1.0),
     "abs": _rectifier("abs", -1.0, 1.0),
-    "sin": Activation("sin", _sin),
+    "sin": Activation("sin", _sin, "sin"),
 }
 
 
