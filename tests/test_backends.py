@@ -197,8 +197,8 @@ def test_relu_diagonal_is_exact(bias):
 @pytest.mark.parametrize("act", sorted(activations.ACTIVATIONS))
 def test_quadrature_matches_closed_form(act):
     """The quadrature path forced on every activation with a closed form, depth 4, at distinct
-    and coincident pairs. Rectifiers and their step derivatives are piecewise polynomial on each
-    arc, so the rule is exact (≈ 1e-15 measured); erf, gelu and sin have smooth integrands and
+    and coincident pairs. Rectifiers give smooth trigonometric integrands on each arc and
+    constant derivative ones (≈ 1e-15 measured); erf, gelu and sin have smooth integrands and
     converge exponentially (≈ 1e-14 at the default nodes for these variances, ≤ 16). 1e-10 is
     the brief's bound, with room for the 4-layer recursion."""
     X, X2 = _inputs(seed=6)
@@ -216,7 +216,7 @@ def test_quadrature_on_a_callable():
     ref = recursions.layer_grams(X, X2, activation="relu", **kw)
     got = recursions.layer_grams(X, X2, activation=jax.nn.relu, **kw)
     for a, b in zip(got, ref):
-        assert rel_err(a, b) <= 1e-10  # exact rule for a piecewise-linear φ, as above
+        assert rel_err(a, b) <= 1e-10  # smooth on each arc for a piecewise-linear φ, as above
 
 
 def test_gaussian_expectation_known_moments():
