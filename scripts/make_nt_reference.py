@@ -6,13 +6,14 @@ widths (5, 4, 6)[:depth − 1], out_dim 2, σ_w = 1.3, σ_b = 0.4) it stores, un
 "<activation>/d<depth>/b<0|1>/":
 
 * ``fwd``, ``bwd``: NT's per-layer infinite-width kernels between X (6 rows, two of them
-  coincident, so the ReLU cusp is exercised) and X2 (4 rows), as ``kernels._infinite_grams``;
+  coincident, so the ReLU cusp is exercised) and X2 (4 rows, one equal to a row of X);
 * ``ntk``, ``nngp``: NT's ``kernel_fn(X, X2, ("ntk", "nngp"))`` of the whole network;
 * ``W<l>``, ``b<l>``: NT's ``init_fn`` parameters for PRNGKey(SEED) (``b<l>`` absent without bias);
 * ``apply``: NT's ``apply_fn`` at those parameters on X.
 
-plus ``X``, ``X2`` and ``meta`` (a JSON string: versions, the settings above). Needs the NT
-stack (jax 0.4.x): ``python scripts/make_nt_reference.py [out.npz]``.
+plus ``X``, ``X2`` and ``meta`` (a JSON string: versions, the settings above). Everything comes
+from NT's stax directly (tests/nt_oracle.py), not through ntk_ngd. Needs the NT stack (jax 0.4.x):
+``python scripts/make_nt_reference.py [out.npz]``.
 """
 from __future__ import annotations
 
@@ -24,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import jax  # noqa: E402
 
-import ntk_ngd  # noqa: E402,F401  (float64)
-from ntk_ngd import kernels, networks  # noqa: E402
+jax.config.update("jax_enable_x64", True)
+
+import nt_oracle  # noqa: E402
 
 ACTS = ("relu", "erf", "linear", "gelu")
 DEPTHS = (1, 2, 3, 4)
@@ -50,11 +52,6 @@ def case_key(act: str, depth: int, bias: bool) -> str:
     return f"{act}/d{depth}/b{int(bias)}/"
 
 
-def build(act: str, depth: int, bias: bool):
-    return networks.mlp(depth=depth, width=list(HIDDEN[: depth - 1]), in_dim=IN_DIM, out_dim=OUT_DIM,
-                        activation=act, bias=bias, w_std=W_STD, b_std=B_STD)
-
-
 def main(out: Path) -> None:
     import importlib.metadata as md
 
@@ -62,13 +59,13 @@ def main(out: Path) -> None:
     data = {"X": X, "X2": X2}
     for act, depth, bias in itertools.product(ACTS, DEPTHS, (False, True)):
         key = case_key(act, depth, bias)
-        net = build(act, depth, bias)
-        fwd, bwd = kernels._infinite_grams(net, jax.numpy.asarray(X), jax.numpy.asarray(X2))
-        ntk, nngp = net.kernel_fn(X, X2, ("ntk", "nngp"))
-        params = net.init(SEED)
+        layers = nt_oracle.layers(act, HIDDEN[: depth - 1], OUT_DIM, bias, W_STD, B_STD)
+        fwd, bwd = nt_oracle.layer_grams(layers, W_STD, X, X2)
+        ntk, nngp = nt_oracle.kernel_fn(layers)(X, X2, ("ntk", "nngp"))
+        params = nt_oracle.init(layers, SEED, IN_DIM)
         data.update({key + "fwd": fwd, key + "bwd": bwd, key + "ntk": ntk, key + "nngp": nngp,
-                     key + "apply": net.apply(params, X)})
-        for l, (W, b) in enumerate(net.dense_params(params)):
+                     key + "apply": nt_oracle.apply(layers, params, X)})
+        for l, (W, b) in enumerate(params[::2]):
             data[key + f"W{l}"] = W
             if b is not None:
                 data[key + f"b{l}"] = b

@@ -1,7 +1,8 @@
 """The pure-jax backend (ntk_ngd.backends) against independent references.
 
 * neural-tangents (NT), when it imports: init (bit-identical), apply, per-layer infinite-width
-  kernels (``kernels._infinite_grams``) and the network's NTK/NNGP (``kernel_fn``);
+  kernels and the network's NTK/NNGP (``kernel_fn``), all from NT's stax directly
+  (tests/nt_oracle.py), never through ntk_ngd.networks/kernels, which may use this backend;
 * closed forms derived on paper (the diagonal of the ReLU recursion) and the quadrature path
   forced on activations that have a closed form;
 * NT values stored in tests/data/nt_reference.npz (scripts/make_nt_reference.py): the test that
@@ -41,6 +42,8 @@ import jax.numpy as jnp  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 backends = importlib.import_module("ntk_ngd.backends")
 from ntk_ngd.backends import activations, mlp, recursions  # noqa: E402
+
+import nt_oracle  # noqa: E402  (tests/: neural_tangents imported only when called)
 
 HAVE_NT, NT_REASON = backends.neural_tangents_status()
 needs_nt = pytest.mark.skipif(not HAVE_NT, reason=NT_REASON)
@@ -103,11 +106,19 @@ def _check_blocks(got, ref, same, tol_same: float, what: str):
 # ---------------------------------------------------------------------------------------------
 # against neural-tangents
 # ---------------------------------------------------------------------------------------------
-def _nt_net(act, depth, bias, hidden=(5, 4, 6), w_std=1.3, b_std=0.4):
-    from ntk_ngd import networks
+class Net(types.SimpleNamespace):
+    """The architecture of one test case: what ``recursions.infinite_grams`` reads from a Network."""
 
-    return networks.mlp(depth=depth, width=list(hidden[: depth - 1]), in_dim=3, out_dim=2, activation=act,
-                        bias=bias, w_std=w_std, b_std=b_std)
+    @property
+    def depth(self):
+        return len(self.hidden) + 1
+
+
+def _case(act, depth, bias, hidden=(5, 4, 6), w_std=1.3, b_std=0.4):
+    """(the architecture, NT's stax layers for it); in_dim 3, out_dim 2."""
+    net = Net(in_dim=3, out_dim=2, hidden=tuple(hidden[: depth - 1]), activation=act, bias=bias, w_std=w_std,
+              b_std=b_std)
+    return net, nt_oracle.layers(act, net.hidden, net.out_dim, bias, w_std, b_std)
 
 
 @needs_nt
@@ -115,9 +126,9 @@ def _nt_net(act, depth, bias, hidden=(5, 4, 6), w_std=1.3, b_std=0.4):
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 @pytest.mark.parametrize("bias", [False, True])
 def test_init_and_apply_match_nt(act, depth, bias):
-    net = _nt_net(act, depth, bias)
+    net, layers = _case(act, depth, bias)
     ours = mlp.init(11 + depth, net.in_dim, net.hidden, net.out_dim, bias)
-    theirs = net.init(11 + depth)
+    theirs = nt_oracle.init(layers, 11 + depth, net.in_dim)
     assert len(ours) == len(theirs) == 2 * depth - 1
     for p, q in zip(ours, theirs):
         assert (p == ()) == (q == ())
@@ -127,7 +138,7 @@ def test_init_and_apply_match_nt(act, depth, bias):
                 assert a.dtype == b.dtype and np.array_equal(a, b)  # bit-identical
     X, _ = _inputs(seed=depth)
     f = mlp.apply(ours, X, act, net.w_std, net.b_std)
-    assert rel_err(f, net.apply(theirs, X)) <= TOL
+    assert rel_err(f, nt_oracle.apply(layers, theirs, X)) <= TOL
 
 
 # closed forms (method "auto"): depth 1–4 for relu/erf/linear/gelu, depth 3 for the others;
@@ -143,17 +154,15 @@ INF_CASES = [*((a, d, b, "auto") for a, d, b in itertools.product(("relu", "erf"
 def test_infinite_blocks_match_nt(act, depth, bias, method):
     """Every per-layer fwd and bwd block vs NT's, and Σ_l fwd ⊙ bwd and fwd[-1] vs NT's
     kernel_fn NTK and NNGP; X and X2 contain coincident rows."""
-    from ntk_ngd import kernels
-
-    net = _nt_net(act, depth, bias)
+    net, layers = _case(act, depth, bias)
     X, X2 = _inputs(seed=depth + 3)
     same = _coincident(X, X2)
     tol_same = cusp_tol(act, depth, X.shape[1])
-    fwd_nt, bwd_nt = kernels._infinite_grams(net, jnp.asarray(X), jnp.asarray(X2))
+    fwd_nt, bwd_nt = nt_oracle.layer_grams(layers, net.w_std, X, X2)
     fwd, bwd = recursions.infinite_grams(net, X, X2, method=method)
     _check_blocks(fwd, fwd_nt, same, tol_same, "fwd")
     _check_blocks(bwd, bwd_nt, same, tol_same, "bwd")
-    ntk, nngp = net.kernel_fn(X, X2, ("ntk", "nngp"))
+    ntk, nngp = nt_oracle.kernel_fn(layers)(X, X2, ("ntk", "nngp"))
     ntk_jax, nngp_jax = recursions.kernel_fn(net, X, X2, ("ntk", "nngp"), method=method)
     assert rel_err(ntk_jax, ntk) <= max(tol_same, TOL)
     assert rel_err(nngp_jax, nngp) <= TOL
@@ -163,12 +172,10 @@ def test_infinite_blocks_match_nt(act, depth, bias, method):
 @needs_nt
 def test_symmetric_call_matches_nt():
     """X2 = None (Θ(X, X)): every diagonal entry is a coincident pair."""
-    from ntk_ngd import kernels
-
     for act in ("relu", "gelu"):
-        net = _nt_net(act, 4, True)
+        net, layers = _case(act, 4, True)
         X, _ = _inputs(seed=9)
-        fwd_nt, bwd_nt = kernels._infinite_grams(net, jnp.asarray(X), jnp.asarray(X))
+        fwd_nt, bwd_nt = nt_oracle.layer_grams(layers, net.w_std, X, X)
         fwd, bwd = recursions.infinite_grams(net, X)
         same = _coincident(X, X)
         _check_blocks(fwd, fwd_nt, same, cusp_tol(act, 4, X.shape[1]), "fwd")
