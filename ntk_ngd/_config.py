@@ -20,10 +20,10 @@ def x64_requested() -> bool:
 
 
 def apply() -> None:
-    """Enable jax float64 unless the user opted out; import neural-tangents quietly."""
+    """Enable jax float64 unless the user opted out. neural-tangents is imported (quietly) only when the
+    backend choice needs it (:func:`ntk_ngd.backends.active`); the package works without it."""
     if x64_requested():
         jax.config.update("jax_enable_x64", True)
-    _import_neural_tangents_quietly()
 
 
 def _import_neural_tangents_quietly() -> None:

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _validate, linalg
+from . import _validate, backends, linalg
 from .networks import Network
 
 
@@ -208,6 +208,15 @@ def _infinite_grams(net: Network, X, X2) -> tuple[jax.Array, jax.Array]:
     return jnp.stack(fwd), jnp.stack(bwd)
 
 
+def infinite_grams(net: Network, X, X2):
+    """(fwd, bwd) per-layer infinite-width Grams from the network's backend: neural-tangents' layer kernel
+    functions, or the pure-jax recursions of :mod:`ntk_ngd.backends.recursions` (same semantics; equal to
+    ≤ 1e-15 off NT's ReLU-diagonal rounding, tests/test_backends.py)."""
+    if net.uses_neural_tangents:
+        return _infinite_grams(net, X, X2)
+    return backends.recursions.infinite_grams(net, X, X2)
+
+
 def layer_kernels(net: Network, X, X2=None, params=None, tile: int | None = None) -> LayerKernels:
     """Per-layer forward Grams, backward Grams and NTK blocks between X and X2 (default X).
 
@@ -232,7 +241,7 @@ def layer_kernels(net: Network, X, X2=None, params=None, tile: int | None = None
         return _assemble(fwd, bwd, net.out_dim, output_diagonal=params is None)
     X, X2 = jnp.asarray(X), jnp.asarray(X2)
     if params is None:
-        fwd, bwd = _infinite_grams(net, X, X2)
+        fwd, bwd = infinite_grams(net, X, X2)
         return _assemble(fwd, bwd, net.out_dim, output_diagonal=True)
     return _finite_kernels_symmetric(net, params, X) if symmetric else _finite_kernels(net, params, X, X2)
 
@@ -260,7 +269,7 @@ def _tiled_grams(net: Network, params, X, X2, tile: int, symmetric: bool):
         a = jax.device_put(jnp.asarray(X[i : i + tile]), device)
         b = jax.device_put(jnp.asarray(X2[j : j + tile]), device)
         if params is None:
-            out = _infinite_grams(net, a, b)
+            out = infinite_grams(net, a, b)
         else:
             if device not in placed_params:
                 placed_params[device] = jax.device_put(params, device)

@@ -136,7 +136,7 @@ def environment() -> dict:
     """Versions, jax backend/devices and float64 status of this process."""
     import jax
 
-    from . import __version__
+    from . import __version__, backends
     from ._config import x64_enabled
 
     try:
@@ -157,6 +157,7 @@ def environment() -> dict:
         "jax_backend": backend,
         "jax_devices": devices,
         "float64": x64_enabled(),
+        "kernel_backend": backends.active()._asdict(),
     }
 
 

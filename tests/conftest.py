@@ -15,6 +15,13 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 import ntk_ngd  # noqa: E402,F401  (enables float64)
+from ntk_ngd import backends  # noqa: E402
+
+#: neural-tangents is the reference wherever it imports (and the networks use it). Without it (current jax,
+#: NTK_NGD_BACKEND=jax) the comparisons with NT skip; the pure-jax backend is then checked against the NT
+#: values stored in tests/data (tests/test_backends.py) and against the closed forms below.
+HAVE_NT = backends.active().name == "neural_tangents"
+requires_nt = pytest.mark.skipif(not HAVE_NT, reason=f"needs neural-tangents as the backend: {backends.active().reason}")
 
 # Hypothesis: jit compilation makes single examples take ~1 s, so no per-example deadline;
 # derandomised so that CI runs are reproducible (set HYPOTHESIS_PROFILE=explore to search).

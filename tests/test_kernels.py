@@ -15,7 +15,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import analytic_layer_kernels, nt_empirical, rel_err, sphere_inputs
+from conftest import analytic_layer_kernels, nt_empirical, rel_err, requires_nt, sphere_inputs
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -74,11 +74,13 @@ def test_covering_array_is_pairwise():
         assert {(r[i], r[j]) for r in COVER} == set(itertools.product(values[i], values[j]))
 
 
+@requires_nt
 @pytest.mark.parametrize("act,depth,bias,C", COVER)
 def test_finite_blocks_match_nt_empirical(act, depth, bias, C):
     _check_finite_vs_nt(act, depth, bias, C, implementations=(1, 2))
 
 
+@requires_nt
 @pytest.mark.slow
 @pytest.mark.parametrize("act,depth,bias,C",
                          list(itertools.product(ACTS, (1, 2, 3, 4), (False, True), (1, 3))))
@@ -86,6 +88,7 @@ def test_finite_blocks_match_nt_empirical_full_grid(act, depth, bias, C):
     _check_finite_vs_nt(act, depth, bias, C, implementations=(1, 2))
 
 
+@requires_nt
 def test_finite_default_x2_is_x():
     net = _net("erf", 3, True, 2)
     params = net.init(seed=4)
@@ -123,6 +126,7 @@ def test_finite_fwd_bwd_factorisation_against_parameter_jacobian():
 INF_CASES = list(itertools.product(ACTS, (1, 2, 3, 4), (True, False)))
 
 
+@requires_nt
 @pytest.mark.parametrize("act,depth,bias", INF_CASES)
 def test_infinite_sum_matches_nt_kernel_fn(act, depth, bias):
     """Σ_l Θ_l vs NT's kernel_fn (necessary, not sufficient: the blocks telescope)."""
@@ -154,6 +158,7 @@ def test_infinite_each_block_matches_closed_form(act, bias):
         assert rel_err(lk.ntk[l], ntk[l]) <= TOL, ("ntk", l)
 
 
+@requires_nt
 @pytest.mark.parametrize("act", ACTS)
 def test_infinite_blocks_at_coincident_points(act):
     """X2 = None (Θ(X, X)) with a repeated point: every block vs the closed form; the
@@ -267,6 +272,7 @@ def test_wide_error_scales_like_inverse_sqrt_width(mc_run):
 # ---------------------------------------------------------------------------------------------
 # multi-output
 # ---------------------------------------------------------------------------------------------
+@requires_nt
 def test_multi_output_layout():
     C, N = 3, 4
     net = networks.mlp(depth=3, width=[9, 7], in_dim=4, out_dim=C, activation="relu", bias=True)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import rel_err
+from conftest import rel_err, requires_nt
 from scipy.special import erf
 
 from ntk_ngd import kernels, networks
@@ -175,6 +175,7 @@ def test_bad_seed(net_params):
 JAX_TOL = 1e-12
 
 
+@requires_nt
 def test_apply_under_jit_vmap_grad_and_nt():
     import jax
     import neural_tangents as nt

@@ -1,15 +1,22 @@
-"""`ntk-ngd doctor`: versions, jax devices, float64 status and a ~2 s self-check.
+"""`ntk-ngd doctor`: versions, the kernel backend and why, jax devices, float64 status and a ~2 s
+self-check.
 
-The self-check builds a tiny MLP and compares
+Backend: neural-tangents where it imports (the default and the reference), else the pure-jax backend
+(:mod:`ntk_ngd.backends`); ``NTK_NGD_BACKEND=jax|neural_tangents|auto`` forces one.
+
+The self-check builds a tiny MLP and compares, on a train × test pair (X, X2):
 
 * each finite-width Gram-form NTK block Θ_l = K^H_l ⊙ K^Δ_l with neural-tangents'
-  ``empirical_ntk_fn`` of the network viewed as a function of layer l's (W_l, b_l) only,
-* the sum Σ_l Θ_l with NT's full empirical NTK (the other implementation),
-* the sum of the infinite-width blocks with NT's ``kernel_fn(X, X2, 'ntk')``,
+  ``empirical_ntk_fn`` of the network viewed as a function of layer l's (W_l, b_l) only, and the sum
+  with NT's full empirical NTK (the other implementation) — without NT, with the explicit Jacobian
+  of ``jax.jacrev`` (``ntk_ngd.reference``);
+* the sum of the infinite-width blocks with NT's ``kernel_fn(X, X2, 'ntk')`` and, with NT present, the
+  pure-jax backend's blocks with NT's (the two backends live) — without NT, the closed-form recursions
+  with their Gaussian-quadrature evaluation;
 
-all on a train × test pair (X, X2), and reports the max relative error
-max|A − B| / max|B| of each. Exit status 1 if any exceeds its tolerance (1e-10 in float64,
-1e-4 in float32).
+and reports the max relative error max|A − B| / max|B| of each. Exit status 1 if any exceeds its
+tolerance (1e-10 in float64, 1e-4 in float32; the ReLU infinite-width comparisons with NT 5e-8 on the
+diagonal x = x', where NT's arccos is accurate to ~1e-8).
 """
 from __future__ import annotations
 
@@ -55,7 +62,7 @@ def report() -> dict:
 
     import jax
 
-    from .. import __version__
+    from .. import __version__, backends
     from .._config import x64_enabled
 
     try:
@@ -70,9 +77,11 @@ def report() -> dict:
             "jax": _version("jax"),
             "jaxlib": _version("jaxlib"),
             "neural-tangents": _version("neural-tangents"),
+            "optax": _version("optax"),
             "numpy": _version("numpy"),
             "scipy": _version("scipy"),
         },
+        "kernel_backend": backends.active()._asdict(),
         "platform": platform.platform(),
         "jax_backend": backend,
         "jax_devices": devices,
@@ -121,8 +130,9 @@ def nt_layer_ntk(net, params, X, X2, layer: int | None, implementation: int = 1)
 
 
 def self_check() -> dict:
-    """Gram form and infinite-width blocks vs neural-tangents on a tiny net (see module doc)."""
-    from .. import kernels, networks
+    """Gram form and infinite-width blocks vs neural-tangents (or, without it, independent pure-jax
+    computations) on a tiny net (see module doc)."""
+    from .. import backends, kernels, networks, reference
     from .._config import x64_enabled
 
     t0 = time.perf_counter()
@@ -133,21 +143,36 @@ def self_check() -> dict:
     X = rng.standard_normal((5, 4))
     X2 = rng.standard_normal((3, 4))
     checks = []
+    have_nt = backends.neural_tangents_status()[0] and net.uses_neural_tangents
 
     lk = kernels.layer_kernels(net, X, X2, params=params)
-    per_layer = [_rel_err(lk.ntk[l], nt_layer_ntk(net, params, X, X2, l, 1)) for l in range(net.depth)]
-    checks.append({"name": "finite width: each block Θ_l vs NT empirical_ntk_fn on layer l (impl 1)",
-                   "max_rel_err": max(per_layer)})
-    full = nt_layer_ntk(net, params, X, X2, None, 2)
-    checks.append({"name": "finite width: Σ_l Θ_l vs NT empirical_ntk_fn, all params (impl 2)",
-                   "max_rel_err": _rel_err(lk.total_ntk, full)})
+    if have_nt:
+        per_layer = [_rel_err(lk.ntk[l], nt_layer_ntk(net, params, X, X2, l, 1)) for l in range(net.depth)]
+        checks.append({"name": "finite width: each block Θ_l vs NT empirical_ntk_fn on layer l (impl 1)",
+                       "max_rel_err": max(per_layer)})
+        full = nt_layer_ntk(net, params, X, X2, None, 2)
+        checks.append({"name": "finite width: Σ_l Θ_l vs NT empirical_ntk_fn, all params (impl 2)",
+                       "max_rel_err": _rel_err(lk.total_ntk, full)})
+    else:
+        J = reference.jacobian(net, params, np.concatenate([X, X2]))
+        slices, rows = reference.layer_slices(net), X.shape[0] * net.out_dim
+        per_layer = [_rel_err(lk.ntk[l], J[:rows, sl] @ J[rows:, sl].T) for l, sl in enumerate(slices)]
+        checks.append({"name": "finite width: each block Θ_l vs J_l J_lᵀ from jax.jacrev (reference)",
+                       "max_rel_err": max(per_layer)})
 
     for act in ("relu", "erf"):
         inet = networks.mlp(depth=3, width=8, in_dim=4, out_dim=2, activation=act, bias=True)
         ik = kernels.layer_kernels(inet, X, X2)
-        ref = inet.kernel_fn(X, X2, "ntk")
-        checks.append({"name": f"infinite width ({act}): Σ_l Θ_l vs NT kernel_fn(X, X2, 'ntk')",
-                       "max_rel_err": _rel_err(ik.total_ntk, ref)})
+        jax_fwd, jax_bwd = backends.recursions.infinite_grams(inet, X, X2)
+        if have_nt:
+            checks.append({"name": f"infinite width ({act}): Σ_l Θ_l vs NT kernel_fn(X, X2, 'ntk')",
+                           "max_rel_err": _rel_err(ik.total_ntk, inet.kernel_fn(X, X2, "ntk"))})
+            checks.append({"name": f"infinite width ({act}): pure-jax backend blocks vs NT's",
+                           "max_rel_err": max(_rel_err(jax_fwd, ik.fwd), _rel_err(jax_bwd, ik.bwd))})
+        else:
+            q_fwd, q_bwd = backends.recursions.infinite_grams(inet, X, X2, method="quadrature")
+            checks.append({"name": f"infinite width ({act}): closed-form recursions vs Gaussian quadrature",
+                           "max_rel_err": max(_rel_err(jax_fwd, q_fwd), _rel_err(jax_bwd, q_bwd))})
 
     for c in checks:
         c["tol"] = tol
@@ -173,6 +198,7 @@ def run(args) -> int:
 
     lines = ["ntk-ngd doctor"]
     lines += [f"  {k:<16} {v}" for k, v in info["versions"].items()]
+    lines.append(f"  {'kernel backend':<16} {info['kernel_backend']['name']} ({info['kernel_backend']['reason']})")
     lines.append(f"  {'platform':<16} {info['platform']}")
     lines.append(f"  {'jax backend':<16} {info['jax_backend']}")
     lines.append(f"  {'jax devices':<16} {', '.join(info['jax_devices'])}")

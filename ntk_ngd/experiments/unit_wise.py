@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from neural_tangents import stax
 
-from .. import datasets, plotting
+from .. import backends, datasets, plotting
 from ..diagnostics import isotropy
 from ..function_space import method_kernels
 from ..kernels import layer_kernels
@@ -74,8 +73,7 @@ def _angle_term(K) -> float:
 def _fast_init(net):
     """``net.init`` compiled once per network (neural-tangents' eager init dispatches op by op);
     the same PRNG key gives the same parameters (checked in :func:`run`)."""
-    init_fn = stax.serial(*net.stax_layers)[0]
-    jitted = jax.jit(lambda key: init_fn(key, (-1, net.in_dim))[1])
+    jitted = jax.jit(lambda key: backends.mlp.init(key, net.in_dim, net.hidden, net.out_dim, net.bias))
     return lambda seed: jitted(jax.random.PRNGKey(seed))
 
 

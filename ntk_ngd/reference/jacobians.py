@@ -110,7 +110,7 @@ def _forward(net: Network, params, X, taps):
             z = z + net.b_std * b
             h_scaled = jnp.concatenate([h_scaled, jnp.full((h.shape[0], 1), net.b_std)], axis=1)
         inputs.append(h_scaled)
-        h = net.stax_layers[2 * l + 1][1]((), z) if l < net.depth - 1 else z
+        h = net.activate(z) if l < net.depth - 1 else z
     return h, inputs
 
 
