@@ -11,6 +11,13 @@ import ntk_ngd
 from ntk_ngd import cli, kernels
 
 
+def _installed(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _run(capsys, argv):
     code = cli.main(argv)
     return code, capsys.readouterr()
@@ -28,7 +35,10 @@ def test_doctor_json_passes(capsys):
     assert info["float64"] is True
     v = info["versions"]
     assert v["ntk_ngd"] == ntk_ngd.__version__
-    assert v["jax"] == metadata.version("jax") and v["neural-tangents"] == metadata.version("neural-tangents")
+    assert v["jax"] == metadata.version("jax") and v["neural-tangents"] == _installed("neural-tangents")
+    backend = info["kernel_backend"]
+    assert backend == ntk_ngd.backends.active()._asdict() and backend["name"] in ("neural_tangents", "jax")
+    assert backend["reason"] and "\n" not in backend["reason"]
     for key in ("python", "jaxlib", "numpy", "scipy"):
         assert v[key]
     assert info["jax_backend"] in ("cpu", "gpu", "cuda", "tpu")
@@ -55,7 +65,7 @@ def test_doctor_fails_on_wrong_kernels(capsys, monkeypatch):
 def test_doctor_text_and_help(capsys):
     code, out = _run(capsys, ["doctor", "--no-check"])
     assert code == 0
-    for word in ("jax", "neural-tangents", "float64", "CUDA plugin", "jax devices"):
+    for word in ("jax", "neural-tangents", "kernel backend", "float64", "CUDA plugin", "jax devices"):
         assert word in out.out
     with pytest.raises(SystemExit) as info:
         cli.main(["doctor", "--help"])

@@ -136,7 +136,7 @@ def test_update_matches_dense_and_gram_form(net_name, method, options):
     """Δθ vs ntk_ngd.dense (explicit P×P) and JΔθ vs −η Θ_G(X, X) r (function_space), ρ ∈ {0, 1e-3, 1}."""
     net, params, X, Y = get_net(net_name)
     lr = 0.7
-    apply_fn = net._serial()[1]
+    apply_fn = net.apply
     r = np.asarray(apply_fn(params, X)) - Y
     for damping in DAMPINGS:
         with warnings.catch_warnings():
@@ -178,7 +178,7 @@ def test_training_loop_matches_dense_iteration(method, options, damping):
     lr = 0.3 if method != "kfac" else 0.02
     res = training.train(net, params, X, Y, method, lr=lr, steps=3, damping=damping, X_test=X_test, **options)
     theta = dense.flatten_params(net, params)
-    apply_fn = net._serial()[1]
+    apply_fn = net.apply
     losses = []
     for t in range(4):
         p = dense.unflatten_params(net, theta)
