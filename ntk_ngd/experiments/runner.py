@@ -136,7 +136,8 @@ def _bench_targets(path: str) -> list[str]:
     head = [f"Profile `{config.get('profile', '?')}`, wall {record.get('wall_time_s') or 0:.0f} s, load average at "
             f"start {config.get('load_average_start', '?')} on {config.get('cpu_count', '?')} cores.", ""]
     rows = ["| target | measured | wanted | met |", "|---|---|---|---|"]
-    rows += [f"| {t['name']} | {_number(t['value'])} | {t['target']} | {'yes' if t['met'] else 'NO'} |" for t in targets]
+    met = {True: "yes", False: "NO", None: "— (no verdict)"}  # None: a number reported without a verdict
+    rows += [f"| {t['name']} | {_number(t['value'])} | {t['target']} | {met[t['met']]} |" for t in targets]
     return head + (rows if targets else []) + [""]
 
 
