@@ -36,7 +36,7 @@ def projected_kernel(lk, ctx, basis_ctx, protected_rows, *, method: str, project
 
 @functools.partial(jax.jit, static_argnames=("steps",))
 def closed_form(K_RB, r0, lr, *, steps: int):
-    """−η K_RB Σ_{s<S} Q^s r0 with Q = I − ηK_BB (K_BB the first rows of K_RB), by the block-matrix power."""
+    """−η K_RB Σ_{s<S} Q^s r0 with Q = I − ηK_BB, by the block-matrix power; the rows of B come first in K_RB."""
     nb = K_RB.shape[1]
     eye = jnp.eye(nb, dtype=K_RB.dtype)
     Q = eye - lr * K_RB[:nb]
@@ -94,13 +94,12 @@ def sequential(net, tasks, method: str, projection: str, params=None, lr: float 
             rk_c = kernel_rows(lk, spec)
             K = projected_kernel(lk, ctx, basis, sample_rows(protected, rk_c), method=spec.name,
                                  projection=proj.name, n_b=len(B))
-            K = K[np.asarray(sample_rows(position, rk_c))]  # rows back in the stacked task order
             layout = _Layout(rk_c, net.out_dim)
             if lr is None:
-                lr, lr_rule = _initial_lr(spec, K[np.asarray(sample_rows(B, rk_c))], ctx)
+                lr, lr_rule = _initial_lr(spec, K[: len(B) * rk_c], ctx)
             r0 = layout.to_kernel(jnp.asarray(f[B] - Y))
-            moved = closed_form(K, r0, lr, steps=1 if dynamic else steps)
-            f = f + np.asarray(layout.to_outputs(moved))
+            moved = closed_form(K, r0, lr, steps=1 if dynamic else steps)  # rows in the task-first order
+            f = f + np.asarray(layout.to_outputs(moved[np.asarray(sample_rows(position, rk_c))]))
         F.append(f)
     regime = "infinite width" if params is None else "linearised"
     return results.build(spec.name, proj.name, np.stack(F), Y_all, sizes, lr, lr_rule, damping, memory, regime, steps)
