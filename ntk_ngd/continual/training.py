@@ -12,8 +12,6 @@ with 𝔅 one of J_Rᵀ (``linalg.jt``), M⁻¹J_Rᵀ or M_b⁻¹J_Rᵀ (``Metri
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,8 +42,7 @@ def _basis_step(rk: RowKernels, projection, stored_n: int):
     return rk.spec.metric.direction(rk.lk, n_b, ctx, coefficients)
 
 
-@functools.partial(jax.jit, static_argnames=("net", "method", "projection", "opts", "rcond"))
-def _direction(params, X, Y, stored, damping, basis_damping, step, *, net, method, projection, opts, rcond):
+def _direction_eager(params, X, Y, stored, damping, basis_damping, step, *, net, method, projection, opts, rcond):
     """(d, f(X)) at ``params``: the projected step direction as a params-shaped tree (θ ← θ + ηd)."""
     spec, proj = methods.get(method), _projections.get(projection)
     inputs, deltas, f = layer_features(net, params, X, with_outputs=True)
@@ -60,6 +57,10 @@ def _direction(params, X, Y, stored, damping, basis_damping, step, *, net, metho
         basis_ctx = ctx.replace(damping=basis_damping) if proj.uses_basis_damping else None
         d = [a + b for a, b in zip(d, _basis_step(RowKernels(lk, n_b, spec, ctx, basis_ctx), proj, stored.n))]
     return tildes_to_tree(net, params, d), f
+
+
+#: compiled once per (network, method, projection, options, stored-row count): training steps
+_direction = jax.jit(_direction_eager, static_argnames=("net", "method", "projection", "opts", "rcond"))
 
 
 def _settings(net, method, projection, damping, basis_damping, options):
@@ -80,8 +81,8 @@ def projected_direction(net, params, X, Y, stored: _memory.Stored, method: str, 
     X = jnp.asarray(net.check_inputs(X, "X"), float)
     Y = jnp.asarray(_memory.check_tasks(net, [(X, Y)])[0][1])
     spec, proj, opts, damping, basis = _settings(net, method, projection, damping, basis_damping, options)
-    d, _ = _direction(params, X, Y, stored, damping, basis, step, net=net, method=spec.name, projection=proj.name,
-                      opts=opts, rcond=rcond)
+    d, _ = _direction_eager(params, X, Y, stored, damping, basis, step, net=net, method=spec.name,
+                            projection=proj.name, opts=opts, rcond=rcond)  # one call: no compilation
     return d
 
 
