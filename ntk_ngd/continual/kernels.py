@@ -162,23 +162,38 @@ def projected_kernels(net, X_old, X_new, method: str, projection: str, params=No
     ``params``. ``damping`` ρ (ρ > 0 for the projections that need two-sided kernels), ``basis_damping`` ρ_b of
     ``ong_stale`` (default 10ρ). ef/sf need the new task's ``residual`` (f − Y) or ``targets``; ``options`` go
     to the method."""
-    spec, proj = methods.get(method), _projections.get(projection)
+    return every_projection(net, X_old, X_new, method, (projection,), params, damping, basis_damping, residual,
+                            targets, rcond, **options)[_projections.get(projection).name]
+
+
+def every_projection(net, X_old, X_new, method: str, projections=_projections.NAMES, params=None,
+                     damping: float = 1e-3, basis_damping: float | None = None, residual=None, targets=None,
+                     rcond: float | None = None, **options) -> dict[str, ProjectedKernels]:
+    """{projection: :class:`ProjectedKernels`} for several projections at once: one set of layer kernels and one
+    :class:`RowKernels` (every named kernel computed once). Arguments as :func:`projected_kernels`."""
+    spec, chosen = methods.get(method), [_projections.get(p) for p in projections]
     X_old = np.asarray(net.check_inputs(X_old, "X_old"), float)
     X_new = np.asarray(net.check_inputs(X_new, "X_new"), float)
     if spec.finite_width_only and params is None:
         raise ValueError(spec.finite_width_only)
     prob = _problem.prepare(net, X_new, params, "mse", targets, None, residual)
     ctx = _problem.context(spec, prob, damping, rcond, options)
-    _projections.check_method(spec, proj, ctx.damping)
+    for proj in chosen:
+        _projections.check_method(spec, proj, ctx.damping)
     lk = layer_kernels(net, np.concatenate([X_new, X_old]), params=params)
     n_b, n_a = X_new.shape[0], X_old.shape[0]
-    rk = RowKernels(lk, n_b, spec, ctx, basis_context(ctx, proj, damping, basis_damping))
+    basis = basis_context(ctx, _projections.get("ong_stale"), damping, basis_damping)
+    rk = RowKernels(lk, n_b, spec, ctx, basis)
     old = sample_rows(np.arange(n_b, n_b + n_a), rk.c)
-    K = np.asarray(step_kernel(rk, old, proj))
-    basis = rk.basis_ctx
-    return ProjectedKernels(K[np.asarray(old)], K[: rk.n_rows_b], spec.name, proj.name, float(ctx.damping.value),
-                            None if basis is None else float(basis.damping.value), lk.output_diagonal and not rk.full)
+    out = {}
+    for proj in chosen:
+        K = np.asarray(step_kernel(rk, old, proj))
+        out[proj.name] = ProjectedKernels(K[np.asarray(old)], K[: rk.n_rows_b], spec.name, proj.name,
+                                          float(ctx.damping.value),
+                                          float(basis.damping.value) if proj.uses_basis_damping else None,
+                                          lk.output_diagonal and not rk.full)
+    return out
 
 
-__all__ = ["ProjectedKernels", "RowKernels", "basis_context", "correction", "kernel_rows", "mid_solve",
-           "projected_kernels", "reorder", "sample_rows", "step_kernel"]
+__all__ = ["ProjectedKernels", "RowKernels", "basis_context", "correction", "every_projection", "kernel_rows",
+           "mid_solve", "projected_kernels", "reorder", "sample_rows", "step_kernel"]

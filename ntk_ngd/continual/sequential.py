@@ -27,11 +27,14 @@ from . import memory as _memory, projections as _projections, results
 from .kernels import RowKernels, basis_context, kernel_rows, reorder, sample_rows, step_kernel
 
 
-@functools.partial(jax.jit, static_argnames=("method", "projection", "n_b"))
 def projected_kernel(lk, ctx, basis_ctx, protected_rows, *, method: str, projection: str, n_b: int):
-    """K^P_{R,B} over the rows of ``lk`` (first n_b samples: the task trained), jit-compiled."""
+    """K^P_{R,B} over the rows of ``lk`` (first n_b samples: the task trained)."""
     rk = RowKernels(lk, n_b, methods.get(method), ctx, basis_ctx)
     return step_kernel(rk, protected_rows, _projections.get(projection))
+
+
+#: compiled once per task shape: residual-dependent and random methods recompute the kernel every step
+_projected_kernel_jit = jax.jit(projected_kernel, static_argnames=("method", "projection", "n_b"))
 
 
 @functools.partial(jax.jit, static_argnames=("steps",))
@@ -60,11 +63,13 @@ class _Layout:
 
 def sequential(net, tasks, method: str, projection: str, params=None, lr: float | None = None, steps: int = 20,
                memory: int | None = None, damping: float = 1e-3, basis_damping: float | None = None,
-               rcond: float | None = None, **options) -> results.ContinualTrajectory:
+               rcond: float | None = None, kernels=None, **options) -> results.ContinualTrajectory:
     """Closed-form function-space dynamics of ``method`` with ``projection`` over the ``tasks`` (module docstring):
     ``steps`` steps per task at learning rate ``lr`` (None: the method's step rule on task 0's kernel), protecting
-    ``memory`` samples of each earlier task (None: all of them). Returns a :class:`.results.ContinualTrajectory`
-    (``.loss``, ``.accuracy`` T × T; average accuracy and forgetting)."""
+    ``memory`` samples of each earlier task (None: all of them). ``kernels``: precomputed
+    ``layer_kernels(net, X_all, params=params)`` of the stacked tasks (reused across methods and projections).
+    Returns a :class:`.results.ContinualTrajectory` (``.loss``, ``.accuracy`` T × T; average accuracy and
+    forgetting)."""
     spec, proj = methods.get(method), _projections.get(projection)
     tasks = _memory.check_tasks(net, tasks)
     sizes = [X.shape[0] for X, _ in tasks]
@@ -74,7 +79,9 @@ def sequential(net, tasks, method: str, projection: str, params=None, lr: float 
         raise ValueError(spec.finite_width_only)
     X_all, Y_all = np.concatenate([X for X, _ in tasks]), np.concatenate([Y for _, Y in tasks])
     start = _memory.offsets(sizes)
-    lk_all = layer_kernels(net, X_all, params=params)
+    lk_all = layer_kernels(net, X_all, params=params) if kernels is None else kernels
+    if lk_all.fwd.shape[1] != X_all.shape[0]:
+        raise ValueError(f"kernels are over {lk_all.fwd.shape[1]} samples but the tasks have {X_all.shape[0]}")
     F = [np.zeros(Y_all.shape) if params is None else np.asarray(net.apply(params, X_all), float)]
     lr_rule = "given" if lr is not None else None
     lr = None if lr is None else check_lr(lr)
@@ -92,8 +99,9 @@ def sequential(net, tasks, method: str, projection: str, params=None, lr: float 
             _projections.check_method(spec, proj, ctx.damping)
             basis = basis_context(ctx, proj, damping, basis_damping)
             rk_c = kernel_rows(lk, spec)
-            K = projected_kernel(lk, ctx, basis, sample_rows(protected, rk_c), method=spec.name,
-                                 projection=proj.name, n_b=len(B))
+            kernel_fn = _projected_kernel_jit if dynamic else projected_kernel  # fixed kernels: computed once
+            K = kernel_fn(lk, ctx, basis, sample_rows(protected, rk_c), method=spec.name, projection=proj.name,
+                          n_b=len(B))
             layout = _Layout(rk_c, net.out_dim)
             if lr is None:
                 lr, lr_rule = _initial_lr(spec, K[: len(B) * rk_c], ctx)

@@ -42,10 +42,13 @@ def _basis_step(rk: RowKernels, projection, stored_n: int):
     return rk.spec.metric.direction(rk.lk, n_b, ctx, coefficients)
 
 
-def _direction_eager(params, X, Y, stored, damping, basis_damping, step, *, net, method, projection, opts, rcond):
-    """(d, f(X)) at ``params``: the projected step direction as a params-shaped tree (θ ← θ + ηd)."""
+def _direction_eager(params, X, Y, stored, damping, basis_damping, step, offset=None, *, net, method, projection,
+                     opts, rcond):
+    """(d, f(X)) at ``params``: the projected step direction as a params-shaped tree (θ ← θ + ηd). ``offset`` is
+    subtracted from the outputs (the centred model f(x; θ) − f(x; θ₀): same Jacobian and Fisher)."""
     spec, proj = methods.get(method), _projections.get(projection)
     inputs, deltas, f = layer_features(net, params, X, with_outputs=True)
+    f = f if offset is None else f - offset
     w = losses.MSE.whiten(f, Y)
     scores = spec.draw(losses.MSE, f, dict(opts), step) if spec.random else None
     n_b = X.shape[0]
@@ -88,10 +91,13 @@ def projected_direction(net, params, X, Y, stored: _memory.Stored, method: str, 
 
 def train_sequential(net, params, tasks, method: str, projection: str, lr: float | None = None, steps: int = 20,
                      memory: int | None = None, damping: float = 1e-3, basis_damping: float | None = None,
-                     rcond: float | None = None, progress: bool = False, **options) -> results.ContinualTrajectory:
+                     rcond: float | None = None, center: bool = False, progress: bool = False,
+                     **options) -> results.ContinualTrajectory:
     """Train the finite network on the ``tasks`` in turn, ``steps`` full-batch projected steps each, protecting the
     stored rows of ``memory`` samples per earlier task (None: all), frozen at the end of their task. ``lr=None``:
-    the method's step rule on task 0's kernel at ``params``. Divergence stops the run (NaN afterwards)."""
+    the method's step rule on task 0's kernel at ``params``. ``center``: train the centred model
+    f(x; θ) − f(x; θ₀), whose outputs start at 0 like the infinite-width prior mean. Divergence stops the run
+    (NaN afterwards)."""
     check_params(net, params)
     tasks = _memory.check_tasks(net, tasks)
     sizes = [X.shape[0] for X, _ in tasks]
@@ -99,9 +105,11 @@ def train_sequential(net, params, tasks, method: str, projection: str, lr: float
     steps = _validate.positive_int("steps", steps, minimum=0)
     spec, proj, opts, damping, basis = _settings(net, method, projection, damping, basis_damping, options)
     X_all, Y_all = np.concatenate([X for X, _ in tasks]), np.concatenate([Y for _, Y in tasks])
+    offset_all = np.asarray(net.apply(params, X_all)) if center else np.zeros(Y_all.shape)
+    start = _memory.offsets(sizes)
     if lr is None:
         X0, Y0 = tasks[0]
-        r0 = np.asarray(net.apply(params, X0)) - Y0
+        r0 = np.asarray(net.apply(params, X0)) - offset_all[: sizes[0]] - Y0
         K = method_kernels(net, X0, spec.name, params=params, damping=float(damping.value), residual=r0,
                            rcond=rcond, **dict(opts)).train
         ctx_like = methods.Context(len(X0), damping, opts, rcond, jnp.reshape(r0, (-1,)))
@@ -110,7 +118,7 @@ def train_sequential(net, params, tasks, method: str, projection: str, lr: float
         lr, lr_rule = check_lr(lr), "given"
     stored = _memory.Stored.empty(net)
     F = np.full((len(tasks) + 1,) + Y_all.shape, np.nan)
-    F[0] = np.asarray(net.apply(params, X_all))
+    F[0] = np.asarray(net.apply(params, X_all)) - offset_all
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -118,13 +126,13 @@ def train_sequential(net, params, tasks, method: str, projection: str, lr: float
         bar = tqdm(total=len(tasks) * steps, desc=f"train_sequential {spec.name}/{proj.name}", unit="step")
     diverged_at = None
     for t, (X, Y) in enumerate(tasks):
-        Xj, Yj = jnp.asarray(X), jnp.asarray(Y)
-        loss0 = float(losses.MSE.value(net.apply(params, Xj), Yj))
+        Xj, Yj, off = jnp.asarray(X), jnp.asarray(Y), jnp.asarray(offset_all[start[t]:start[t + 1]])
+        loss0 = float(losses.MSE.value(net.apply(params, Xj) - off, Yj))
         for k in range(steps):
-            d, _ = _direction(params, Xj, Yj, stored, damping, basis, t * steps + k, net=net, method=spec.name,
+            d, _ = _direction(params, Xj, Yj, stored, damping, basis, t * steps + k, off, net=net, method=spec.name,
                               projection=proj.name, opts=opts, rcond=rcond)
             new = jax.tree_util.tree_map(lambda p, q: p + lr * q, params, d)
-            f = np.asarray(net.apply(new, Xj))
+            f = np.asarray(net.apply(new, Xj) - off)
             value = float(losses.MSE.value(f, Y)) if np.all(np.isfinite(f)) else np.inf
             if first_divergence([loss0, value]) is not None:
                 diverged_at = t + 1
@@ -134,13 +142,14 @@ def train_sequential(net, params, tasks, method: str, projection: str, lr: float
                 bar.update(1)
         if diverged_at is not None:
             break
-        F[t + 1] = np.asarray(net.apply(params, X_all))
+        F[t + 1] = np.asarray(net.apply(params, X_all)) - offset_all
         m = X.shape[0] if memory is None else memory
         if m:
             stored = stored.concat(_memory.store(net, params, X[:m]))
     if bar is not None:
         bar.close()
-    return results.build(spec.name, proj.name, F, Y_all, sizes, lr, lr_rule, float(damping.value), memory, "trained",
+    return results.build(spec.name, proj.name, F, Y_all, sizes, lr, lr_rule, float(damping.value), memory,
+                         "trained, centred" if center else "trained",
                          steps, diverged_at, params)
 
 
