@@ -43,7 +43,7 @@ PROFILES = {
               "trained_heatmaps": [], "widths": [256, 512, 1024], "sweep_seeds": [0, 1], "n_width": 10,
               "width_steps": 3, "n_memory": 40, "memories": [0, 1, 2, 5, 10, 20, 40], "draws": 20, "n_draw": 20},
     "full": {**_COMMON, "width": 1024, "n": 20, "methods": ["gd", "exact", "block_diag", "kfac", "ekfac"],
-             "n_seq": 100, "seq_steps": 50, "trained_heatmaps": ["none", "ong"], "widths": [256, 512, 1024, 2048, 4096],
+             "n_seq": 60, "seq_steps": 30, "trained_heatmaps": ["none", "ong"], "widths": [256, 512, 1024, 2048, 4096],
              "sweep_seeds": [0, 1, 2], "n_width": 20, "width_steps": 5, "n_memory": 100,
              "memories": [0, 1, 2, 5, 10, 20, 50, 100], "draws": 100, "n_draw": 30},
 }

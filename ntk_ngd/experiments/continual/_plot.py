@@ -120,8 +120,8 @@ def _memory(ax, mem, config):
     for i, key in enumerate(k for k in mem if "/" in k):
         ax.plot(m[partial], np.asarray(mem[key]["unstored"])[partial], "o-", color=plotting.COLORS[i],
                 label=f"{key}: unstored samples (left)")
-        right.plot(m, np.maximum(mem[key]["stored"], FLOOR), "s--", color=plotting.COLORS[i], alpha=0.6,
-                   label=f"{key}: stored samples, max (right)")
+        right.plot(m[m > 0], np.maximum(np.asarray(mem[key]["stored"])[m > 0], FLOOR), "s--", color=plotting.COLORS[i],
+                   alpha=0.6, label=f"{key}: stored samples, max (right)")
     ax.set_ylim(0, 1.1)
     right.set_yscale("log")
     right.set_ylim(FLOOR / 10, 1)
