@@ -32,6 +32,8 @@ class Trajectory:
     isotropy of the step-0 metric kernel (None where there is none). ``diverged_at``: index of the
     first diverged entry (:func:`first_divergence`); real training stops there (NaN afterwards).
     ``params``: final parameters (real training); ``kernel``: the fixed kernel (function space).
+    The subclass :class:`ntk_ngd.continual.ContinualTrajectory` (task sequences) holds the T × T loss matrix in
+    ``loss`` (issue 15's name) and the loss function's name in ``loss_name``.
     """
 
     method: str

@@ -22,12 +22,12 @@ from ._common import emit
 from ._common import add_profile_flags, progress_bar
 
 #: Benchmarks in the order they run (benchmarks/bench_NAME.py).
-BENCHMARKS = ("kernels", "methods", "dynamics", "training")
+BENCHMARKS = ("kernels", "methods", "dynamics", "training", "continual")
 
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="run the benchmarks of benchmarks/ (ratios measured side by side)",
-                       description="Run benchmarks/bench_{kernels,methods,dynamics,training}.py, one progress "
+                       description="Run benchmarks/bench_{kernels,methods,dynamics,training,continual}.py, one progress "
                        "line each, and print their ratio tables. Each writes OUT/bench_NAME.png and "
                        "OUT/bench_NAME.json. The full profile (default) took 1.4 h on 2 CPU cores (2026-11-23); "
                        "--quick takes minutes.")

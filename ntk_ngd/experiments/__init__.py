@@ -17,6 +17,7 @@ EXPERIMENTS = (
     "cross_entropy",
     "fisher_variance",
     "mnist_one_step",
+    "continual",
 )
 
 PROFILES = ("tiny", "quick", "full")

@@ -85,7 +85,12 @@ def diagonal_basis_kernel(h_cross, d_cross, h, d, s, damping, n: int, rcond=None
     O(rows'·rows·r_Δ·r_H) time and O(min(rows', chunk)·rows·max(r_H, r_Δ)) memory.
     """
     rcond = linalg.default_rcond(s.size, s.dtype) if rcond is None else rcond
-    w = linalg.inverse_eigenvalues(s.reshape(-1), damping, rcond).reshape(s.shape)
+    return diagonal_basis_form(h_cross, d_cross, h, d, linalg.inverse_eigenvalues(s.reshape(-1), damping, rcond)
+                               .reshape(s.shape), n)
+
+
+def diagonal_basis_form(h_cross, d_cross, h, d, w, n: int):
+    """(1/N) Σ_ij h'_{p,i} h_{q,i} d'_{p,j} d_{q,j} w_ij for given weights w (r_H, r_Δ), in row chunks."""
     step = max(1, _CHUNK // max(1, h.shape[0] * max(d.shape[1], h.shape[1])))
     blocks = []
     for start in range(0, h_cross.shape[0], step):  # bounded memory: rows' chunks of the (p, q) pairs
@@ -94,6 +99,73 @@ def diagonal_basis_kernel(h_cross, d_cross, h, d, s, damping, n: int, rcond=None
         weighted = (pairs @ w.T).reshape(hc.shape[0], h.shape[0], -1)  # Σ_j d'_pj d_qj w_ij
         blocks.append(jnp.einsum("pi,qi,pqi->pq", hc, h, weighted))
     return jnp.concatenate(blocks, axis=0) / n
+
+
+class SpanLayer:
+    """One layer's approximation G_l restricted to the span of task B's data, for continual learning
+    (:mod:`._metric`). G_l acts on span{h̃_B} ⊗ span{δ_B}, with orthonormal bases E_H = H̃_Bᵀ``left``,
+    E_Δ = Δ_Bᵀ``right``, as the diagonal ``scales`` s (r_H, r_Δ) or the ``matrix`` (r_H·r_Δ square) in
+    those coordinates, and is 0 on the complement. The coordinates of any row are ĥ = K^H(·, B)``left``,
+    δ̂ = K^Δ(·, B)``right``, so with Z the coordinates of the rows R (Θ_l = J_lJ_lᵀ over R, ρ > 0):
+
+        J_X(G_l + ρ)⁻¹J_Yᵀ/N = Z_X(S + ρ)⁻¹Z_Yᵀ/N + (Θ_l − Z Zᵀ)_XY/(Nρ),
+        J_X(G_l + ρ)J_Yᵀ/N   = Z_X S Z_Yᵀ/N + ρΘ_l,XY/N,
+        (G_l + ρ)⁻¹J_Rᵀw     = E_H[X − C/ρ]E_Δᵀ + J_Rᵀw/ρ,   C = ĥᵀdiag(w)δ̂,  X = (S + ρ)⁻¹C,
+
+    the last term the null space's 1/ρ (rows outside B's span carry it)."""
+
+    def __init__(self, lk, l: int, n_b: int, left, right, scales=None, matrix=None):
+        c = lk.n_outputs_per_sample
+        self.h = expand_rows(lk.fwd[l][:, :n_b] @ left, c)
+        self.d = lk.bwd[l][:, : n_b * c] @ right
+        self.left, self.right, self.scales, self.matrix = left, right, scales, matrix
+        self.theta = lk.ntk[l]
+        self.n_b, self.l = n_b, l
+
+    def _span(self, diagonal, dense):
+        """Z_R S' Z_Rᵀ for S' = diagonal(s) (diagonal scales) or dense(Z) (a matrix on the span)."""
+        if self.scales is not None:
+            return diagonal_basis_form(self.h, self.d, self.h, self.d, diagonal(self.scales), 1)
+        return dense(face_split(self.h, self.d))
+
+    def inverse(self, ctx):
+        rho = ctx.damping.value
+        span = self._span(lambda s: 1.0 / (s + rho), lambda Z: linalg.solve_right(Z, self.matrix, rho) @ Z.T)
+        projector = (self.h @ self.h.T) * (self.d @ self.d.T)
+        return span / ctx.n + (self.theta - projector) / (ctx.n * rho)
+
+    def forward(self, ctx):
+        span = self._span(lambda s: s, lambda Z: Z @ self.matrix @ Z.T)
+        return span / ctx.n + ctx.damping.value * self.theta / ctx.n
+
+    def direction(self, lk, ctx, w):
+        rho = ctx.damping.value
+        H, delta = lk.inputs[self.l], lk.deltas[self.l]
+        C = self.h.T @ (w[:, None] * self.d)
+        if self.scales is not None:
+            X = C / (self.scales + rho)
+        else:
+            X = linalg.solve(self.matrix, C.reshape(-1), rho, None).reshape(C.shape)
+        k = delta.shape[1]
+        inside = H[: self.n_b].T @ (self.left @ (X - C / rho) @ self.right.T) @ delta[: self.n_b].reshape(self.n_b * k, -1)
+        return inside + linalg.jt(H, delta, w) / rho
+
+
+def span_metric(layers_of):
+    """The :class:`._metric.Metric` of a layer-block-diagonal approximation given by
+    ``layers_of(lk, n_b, ctx) -> [SpanLayer]`` (EKFAC, KPSVD, corrected K-FAC)."""
+    from ._metric import Metric
+
+    def inverse(lk, n_b, ctx):
+        return sum(layer.inverse(ctx) for layer in layers_of(lk, n_b, ctx))
+
+    def forward(lk, n_b, ctx):
+        return sum(layer.forward(ctx) for layer in layers_of(lk, n_b, ctx))
+
+    def direction(lk, n_b, ctx, w):
+        return [layer.direction(lk, ctx, w) for layer in layers_of(lk, n_b, ctx)]
+
+    return Metric(inverse, forward, direction)
 
 
 def face_split(h, d):

@@ -15,6 +15,15 @@ as long as 1 ∈ range(S). If Z(X)ᵀ leaves range(T) the kernel diverges like 1
 Parameter update: (DᵀS̃D/N + ρ)⁻¹Dᵀ1̃u/N = DᵀK^{+1/2}(T + Nρ)⁻¹Z with Z = [Θ_l^{1/2}u]_l, i.e. per layer
 Δθ_l = −η J̃_lᵀΘ_l^{+1/2}v_l, v = (T + Nρ)⁻¹Z. Block-diagonal (S = I) is Σ_l Θ_l(x', X)(Θ_l + Nρ)⁻¹
 and Δθ_l = −η J̃_lᵀ(Θ_l + Nρ)⁻¹u (L solves of size N·k), used directly.
+
+Between any rows X, Y (:mod:`._metric`, ρ > 0), with W = S̃/N, K = DDᵀ and
+(ρ + DᵀWD)⁻¹ = ρ⁻¹[I − DᵀW(ρ + KW)⁻¹D] and (Nρ + KS̃)⁻¹K^{1/2} = K^{1/2}(Nρ + T)⁻¹:
+
+    J_X(G + ρ)⁻¹J_Yᵀ/N = [Θ_XY − Z(X) T(T + Nρ)⁻¹ Z(Y)ᵀ]/(Nρ),    Z(X) = [Θ_l(X, B)Θ_l^{+1/2}]_l,
+    J_X(G + ρ)J_Yᵀ/N   = Σ_ab S_ab Θ_a(X, B)Θ_b(B, Y)/N² + ρΘ_XY/N,
+    (G + ρ)⁻¹J_Rᵀw     = [J_Rᵀw − Σ_a J_{a,B}ᵀ (S̃K^{1/2}q)_a]/ρ,   q = (T + Nρ)⁻¹Z(R)ᵀw;
+
+for S = I each layer is the Woodbury form of :func:`._metric.woodbury_metric`.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import numpy as np
 
 from .. import _validate, linalg
 from . import _conditions
+from ._metric import Metric, jt_all, pad_rows, plus_damped, push_through, push_through_coefficients, sample_rows
 from .base import Condition, MethodKernel, Option, test_kernel_or_none, verdict
 
 
@@ -118,6 +128,67 @@ def pattern_direction(train, ctx, S) -> list:
     Z = jnp.concatenate([root @ ctx.residual for root in roots])
     v = linalg.solve(_block_gram(S, roots), Z, _shift(ctx), ctx.rcond).reshape(L, -1)
     return [linalg.jt(H, d, p @ v[l]) for l, (H, d, p) in enumerate(zip(train.inputs, train.deltas, pinv_roots))]
+
+
+# ---------------------------------------------------------------------------------------------
+# the metric between any rows (continual learning; module docstring)
+# ---------------------------------------------------------------------------------------------
+def _block_diag_inverse(lk, n_b, ctx):
+    shift = _shift(ctx)
+    nb = sample_rows(lk.total_ntk, lk, n_b)
+    return sum(push_through(t, nb, shift, ctx.rcond) for t in lk.ntk) / shift
+
+
+def _block_diag_direction(lk, n_b, ctx, w):
+    shift = _shift(ctx)
+    nb = sample_rows(lk.total_ntk, lk, n_b)
+    return jt_all(lk, [push_through_coefficients(t, nb, w, shift, ctx.rcond) / ctx.damping.value for t in lk.ntk])
+
+
+def _pattern_parts(lk, n_b, ctx, S):
+    """(nb, Z(R), eigenpairs of T, the roots Θ_l^{1/2}) on the task's rows B = the first nb rows."""
+    nb = sample_rows(lk.total_ntk, lk, n_b)
+    roots, pinv_roots = zip(*(linalg.sqrt_and_pinv_sqrt(t[:nb, :nb], ctx.rcond) for t in lk.ntk))
+    Z = jnp.concatenate([t[:, :nb] @ p for t, p in zip(lk.ntk, pinv_roots)], axis=1)
+    evals, evecs = linalg.eigh_sym(_block_gram(np.asarray(S, float), roots))
+    return nb, Z, evals, evecs, roots
+
+
+def pattern_metric(pattern_of) -> Metric:
+    """The metric of the layer pattern ``pattern_of(ctx, depth)`` (module docstring); S = I: per-layer Woodbury."""
+
+    def is_diagonal(lk, ctx):
+        return np.array_equal(np.asarray(pattern_of(ctx, lk.depth), float), np.eye(lk.depth))
+
+    def inverse(lk, n_b, ctx):
+        if is_diagonal(lk, ctx):
+            return _block_diag_inverse(lk, n_b, ctx)
+        _, Z, evals, evecs, _ = _pattern_parts(lk, n_b, ctx, pattern_of(ctx, lk.depth))
+        ZU = Z @ evecs
+        ratio = evals * linalg.inverse_eigenvalues(evals, _shift(ctx), ctx.rcond)  # T(T + Nρ)⁻¹
+        return (lk.total_ntk - (ZU * ratio) @ ZU.T) / _shift(ctx)
+
+    def forward(lk, n_b, ctx):
+        S = np.asarray(pattern_of(ctx, lk.depth), float)
+        nb = sample_rows(lk.total_ntk, lk, n_b)
+        cross = [t[:, :nb] for t in lk.ntk]
+        G = sum(S[a, b] * cross[a] @ cross[b].T for a in range(lk.depth) for b in range(lk.depth) if S[a, b] != 0)
+        return plus_damped(lk.total_ntk, ctx.n, ctx, G / ctx.n**2)
+
+    def direction(lk, n_b, ctx, w):
+        if is_diagonal(lk, ctx):
+            return _block_diag_direction(lk, n_b, ctx, w)
+        S = np.asarray(pattern_of(ctx, lk.depth), float)
+        nb, Z, evals, evecs, roots = _pattern_parts(lk, n_b, ctx, S)
+        q = (evecs * linalg.inverse_eigenvalues(evals, _shift(ctx), ctx.rcond)) @ (evecs.T @ (Z.T @ w))
+        q = q.reshape(lk.depth, nb)
+        coeffs = []
+        for a in range(lk.depth):
+            mixed = sum((S[a, b] * roots[b] @ q[b] for b in range(lk.depth) if S[a, b] != 0), jnp.zeros(nb, w.dtype))
+            coeffs.append((w - pad_rows(mixed, w.shape[0])) / ctx.damping.value)
+        return jt_all(lk, coeffs)
+
+    return Metric(inverse, forward, direction)
 
 
 def _warn_if_divergent(ZU, evals, rcond) -> None:

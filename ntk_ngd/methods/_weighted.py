@@ -8,6 +8,7 @@ When Q = EEᵀ is invertible, with K̃ = Q^{1/2}ΘQ^{1/2} (push-through on Q^{1/
 When Q is singular (a zero residual; EF with k > 1, whose Q_n = u_nu_nᵀ has rank 1) the kernel is
 finite only for ρ > 0, through Woodbury: Θ_G(x', X) = [Θ(x', X) − Θ(x', X)E(EᵀΘE + Nρ)⁻¹EᵀΘ] / (Nρ).
 Steps stay finite: for u = E c, Θ_G u = ΘE(EᵀΘE + Nρ)⁻¹c (EF: c = 1_N).
+Between any rows the same Woodbury form holds (:func:`._metric.woodbury_metric`, ρ > 0).
 """
 from __future__ import annotations
 

@@ -20,7 +20,10 @@ R = I and u = f − Y). A :class:`Method` supplies
   named conditions it rests on, or an explicit "theory silent" answer;
 * its options (validated, with defaults), its damping rule (:mod:`ntk_ngd.damping`), whether it
   depends on the residual, its step-size rule, which losses it supports and whether it has an
-  infinite-width limit.
+  infinite-width limit;
+* ``metric`` (:class:`~ntk_ngd.methods._metric.Metric`, or None with ``no_metric`` saying why): its
+  damped metric M between *any* rows (two-sided kernels J_X M^{±1} J_Yᵀ/N, M_b⁻¹M_midM_b⁻¹, and
+  M⁻¹J_Rᵀw in parameter space), which continual learning's projections need (:mod:`ntk_ngd.continual`).
 
 ρ = 0 is the limit ρ → 0⁺ throughout. Adding an approximation = one module that calls
 :func:`register` + a dense reference in :mod:`ntk_ngd.reference` + its tests.
@@ -189,6 +192,9 @@ class Method:
     example_options: tuple = ()
     #: checks that involve several options at once: ``check_options(dict of normalised options, depth)``
     check_options: Callable[[dict, int], None] | None = None
+    #: two-sided kernels of the damped metric (:mod:`._metric`); None: the method has none (``no_metric`` says why)
+    metric: Any = None
+    no_metric: str = ""
 
     def __post_init__(self):
         if self.step_rule not in STEP_RULES:
@@ -220,6 +226,13 @@ class Method:
         k = self.kernel(train, test, ctx)
         u = jnp.reshape(ctx.residual, (k.train.shape[1], -1))  # output-diagonal kernels act on the C columns
         return (k.train @ u).reshape(-1), None if k.test is None else (k.test @ u).reshape(-1)
+
+    def require_metric(self, what: str):
+        """The method's :class:`~ntk_ngd.methods._metric.Metric`, or a one-line ValueError naming ``what`` needs it."""
+        if self.metric is None:
+            why = f" ({self.no_metric})" if self.no_metric else ""
+            raise ValueError(f"method {self.name!r} has no two-sided metric kernel{why}; {what} needs one")
+        return self.metric
 
     def check_loss(self, loss_name: str) -> None:
         for name, reason in self.unsupported_losses:

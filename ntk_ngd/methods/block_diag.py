@@ -17,4 +17,5 @@ def predict(lk, ctx):
 
 
 BLOCK_DIAG = register(Method("block_diag", "one Fisher block per layer (S = I)", _pattern.block_diag_kernel,
-                             _pattern.block_diag_direction, predict, damping_rule="tikhonov", layerwise=True))
+                             _pattern.block_diag_direction, predict, damping_rule="tikhonov", layerwise=True,
+                             metric=_pattern.pattern_metric(lambda ctx, depth: np.eye(depth))))

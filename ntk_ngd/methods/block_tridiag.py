@@ -21,4 +21,5 @@ def predict(lk, ctx):
 
 
 BLOCK_TRIDIAG = register(Method("block_tridiag", "layer blocks on the main and first off-diagonals", kernel,
-                                direction, predict, damping_rule="tikhonov", layerwise=True))
+                                direction, predict, damping_rule="tikhonov", layerwise=True,
+                                metric=_pattern.pattern_metric(lambda ctx, depth: _pattern.tridiagonal_pattern(depth))))

@@ -17,6 +17,10 @@ width; Θ is isotropic only if the unit-normalised Jacobian columns form a tight
 not: their directions are correlated through the shared h̃ and δ). ρ = 0 drops only parameters with
 d_p = 0 exactly unless ``rcond`` is given: each kept term is a unit-vector projector, bounded however
 small d_p is (the ρ → 0⁺ limit).
+
+Between any rows (continual learning) the standard basis is complete, so the same sums over every parameter
+give J_X(G + ρ)^{±1}J_Yᵀ/N (weights 1/(d_ij + ρ), resp. d_ij plus ρΘ_XY/N) and (G + ρ)⁻¹J_Rᵀw = (J_Rᵀw) ⊘ (D + ρ),
+with d fitted on task B's rows (the first n_b).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import numpy as np
 from .. import linalg
 from . import _conditions, _kron
 from ._fitted import diagonal_verdict, fitted_basis_diagonal
+from ._metric import Metric
 from .base import Method, MethodKernel, register
 
 INFINITE_WIDTH = ("diag needs a finite width (individual parameters, not Grams): pass params=net.init(seed); "
@@ -75,6 +80,38 @@ def direction(train, ctx) -> list:
     return out
 
 
+def _fitted(lk, n_b, ctx, l):
+    """(h, δ over all rows, d fitted on B's rows) of layer l."""
+    h, d = unit_features(lk, l)
+    rows = n_b * lk.n_outputs_per_sample
+    return h, d, _kron.fitted_scales(h[:rows], d[:rows], ctx.n)
+
+
+def metric_inverse(lk, n_b, ctx):
+    _check_finite(lk, "continual")
+    rcond = 0.0 if ctx.rcond is None else ctx.rcond
+    return sum(_kron.diagonal_basis_kernel(h, d, h, d, s, ctx.damping.value, ctx.n, rcond)
+               for h, d, s in (_fitted(lk, n_b, ctx, l) for l in range(lk.depth)))
+
+
+def metric_forward(lk, n_b, ctx):
+    _check_finite(lk, "continual")
+    span = sum(_kron.diagonal_basis_form(h, d, h, d, s, ctx.n) for h, d, s in (_fitted(lk, n_b, ctx, l)
+                                                                                for l in range(lk.depth)))
+    return span + ctx.damping.value * lk.total_ntk / ctx.n
+
+
+def metric_direction(lk, n_b, ctx, w):
+    rcond = 0.0 if ctx.rcond is None else ctx.rcond
+    out = []
+    for H, delta in zip(lk.inputs, lk.deltas):
+        HB, dB = H[:n_b], delta[:n_b]
+        D = (HB**2).T @ jnp.sum(dB**2, axis=1) / ctx.n
+        out.append(linalg.jt(H, delta, w) * linalg.inverse_eigenvalues(D.reshape(-1), ctx.damping.value, rcond)
+                   .reshape(D.shape))
+    return out
+
+
 def predict(lk, ctx):
     """α = #{active parameters}/(N·k) (tr Θ = #{d_p > 0}); diagonal from the unit frame of J's columns."""
     _check_finite(lk, "training")
@@ -87,4 +124,5 @@ def predict(lk, ctx):
 
 
 DIAG = register(Method("diag", "diagonal Fisher diag(F) + ρI (finite width only)", kernel, direction, predict,
-                       damping_rule="tikhonov", finite_width_only=INFINITE_WIDTH))
+                       damping_rule="tikhonov", finite_width_only=INFINITE_WIDTH,
+                       metric=Metric(metric_inverse, metric_forward, metric_direction)))

@@ -23,6 +23,9 @@ Isotropy (ρ = 0): Θ_l = Σ_ij ẑ_ij ẑ_ijᵀ, ẑ_ij the unit-normalised tra
 (ĥ_{n,i}δ̂_{(n,c),j})_{(n,c)} — a frame operator of unit vectors, so tr Θ_l = #{s_ij > 0} and
 α = Σ_l rank(K^H_l)·rank(K^Δ_l)/(N·C) = N(L−1) + 1 with full-rank Grams (K-FAC's α), but Θ is
 isotropic only for a tight frame: generically not for hidden layers. The readout gives I.
+
+Between any rows (continual learning, ρ > 0): G_l lives on the data span, diagonal there, 0 on the complement,
+so its two-sided kernels are the span coordinates' plus the null space's 1/ρ (:class:`._kron.SpanLayer`).
 """
 
 from __future__ import annotations
@@ -69,6 +72,17 @@ def direction(train, ctx):
     return out
 
 
+def span_layers(lk, n_b, ctx):
+    """Per layer: K-FAC's eigenbases of task B's Grams (the first n_b samples) and the fitted scales."""
+    c = lk.n_outputs_per_sample
+    out = []
+    for l in range(lk.depth):
+        Fh, Vh = _kron.gram_basis(lk.fwd[l][:n_b, :n_b])
+        Fd, Vd = _kron.gram_basis(lk.bwd[l][: n_b * c, : n_b * c])
+        out.append(_kron.SpanLayer(lk, l, n_b, Vh, Vd, scales=_kron.fitted_scales(_kron.expand_rows(Fh, c), Fd, ctx.n)))
+    return out
+
+
 def predict(lk, ctx):
     """α = Σ_l rank K^H_l · rank K^Δ_l / (N·k) (tr Θ = #{s_ij > 0}); diagonal from the unit frame.
     Isotropic only with one layer (the readout block is exact); hidden layers give a frame of unit
@@ -86,4 +100,4 @@ def predict(lk, ctx):
 
 
 EKFAC = register(Method("ekfac", "EKFAC: K-FAC eigenbasis, diagonal refitted to the Fisher, + ρI", kernel, direction,
-                        predict, damping_rule="tikhonov"))
+                        predict, damping_rule="tikhonov", metric=_kron.span_metric(span_layers)))

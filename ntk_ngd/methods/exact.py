@@ -4,11 +4,15 @@ Push-through identity: J (JᵀJ/N + ρI)⁻¹ Jᵀ/N = JJᵀ (JJᵀ + NρI)⁻¹
 
     Θ_F(x', X) = Θ(x', X) (Θ(X, X) + NρI)⁻¹,    Θ_F(X, X) = Θ(Θ + Nρ)⁻¹ → I  (rank Θ = N·k),
     Δθ = −η J̃ᵀ(Θ + NρI)⁻¹u.
+
+Between any rows (:mod:`._metric`, ρ > 0): J_X(F + ρ)⁻¹J_Yᵀ/N = [Θ_XY − Θ_XB(Θ_BB + Nρ)⁻¹Θ_BY]/(Nρ) and
+J_X(F + ρ)J_Yᵀ/N = Θ_XBΘ_BY/N² + ρΘ_XY/N.
 """
 from __future__ import annotations
 
 from .. import linalg
 from . import _conditions
+from ._metric import woodbury_metric
 from .base import Method, MethodKernel, register, test_kernel_or_none, verdict
 
 
@@ -37,4 +41,4 @@ def predict(lk, ctx):
 
 
 EXACT = register(Method("exact", "exact natural gradient, F = JᵀJ/N", kernel, direction, predict,
-                        damping_rule="tikhonov"))
+                        damping_rule="tikhonov", metric=woodbury_metric(lambda lk: lk.total_ntk)))

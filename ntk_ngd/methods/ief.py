@@ -69,4 +69,5 @@ def predict(lk, ctx):
 
 
 IEF = register(Method("ief", "improved EF (step −η r, no Fisher)", kernel, direction, predict, damping_rule="gram",
-                      needs_residual=True, step_rule="one", step=step))
+                      needs_residual=True, step_rule="one", step=step,
+                      no_metric="iEF defines an update, not a Fisher: there is no metric M to project in"))

@@ -19,13 +19,28 @@ Update: ΔW̃_l = −η (A_l + √ρ)⁻¹ ∇_l (B_l + √ρ)⁻¹ with ∇_l =
 either explicitly ((fan_in+1)² and fan_out² eigendecompositions) or by push-through on the Grams:
 (A + √ρ)⁻¹H̃ᵀ/N = H̃ᵀ(K^H + N√ρ)⁻¹ and V(B + √ρ)⁻¹ = a·R̃ᵀ(K^Δ + a√ρ)⁻¹Δ̃ with a = N s_l.
 ``kfac_route="auto"`` (default) takes the Gram route for a factor larger than N (A) or N·k (B).
+
+Between any rows (:mod:`._metric`; s = √ρ > 0): the Kronecker structure splits every two-sided kernel
+into a forward and a backward factor, each a push-through on its own Gram,
+
+    a(s) = h̃_X(A + s)⁻¹h̃_Yᵀ = [K^H_XY − K^H_XB(K^H_BB + Ns)⁻¹K^H_BY]/s,
+    b(s) = δ_X(B + s)⁻¹δ_Yᵀ = [K^Δ_XY − K^Δ_XB(K^Δ_BB + Ns_l s)⁻¹K^Δ_BY]/s,
+    J_{l,X}M_l⁻¹J_{l,Y}ᵀ/N = (a ⊗ 1) ⊙ b / N,
+    J_{l,X}M_lJ_{l,Y}ᵀ/N = ([K^H_XBK^H_BY/N + sK^H_XY] ⊗ 1) ⊙ [K^Δ_XBK^Δ_BY/(Ns_l) + sK^Δ_XY] / N;
+
+the sandwich M_b⁻¹M_midM_b⁻¹ is factor by factor (A + s_b)⁻¹(A + s_mid)(A + s_b)⁻¹ = a(s_b) − (s_mid − s_b)a'(s_b)
+(a Euclidean middle: −a'(s_b)), and the direction is (A + s)⁻¹[H̃_Rᵀ W Δ_R](B + s)⁻¹ = H̃_RᵀC_H W C_ΔᵀΔ_R with the
+push-through coefficients C_H, C_Δ of the two factors (W places the coefficients w_{n,c} of row (n, c)).
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 
 from .. import _validate, linalg
+import jax
+
 from . import _conditions
+from ._metric import Metric, push_through, push_through_coefficients
 from .base import Method, MethodKernel, Option, register, test_kernel_or_none, verdict
 
 CONVENTIONS = ("common", "paper")
@@ -78,6 +93,75 @@ def direction(train, ctx) -> list:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# the metric between any rows (module docstring)
+# ---------------------------------------------------------------------------------------------
+def _factor_inverses(lk, n_b, ctx, l):
+    """(a(s), b(s)) as functions of s = √ρ: the two factors' two-sided kernels of layer l."""
+    n, c = ctx.n, lk.n_outputs_per_sample
+    scale = readout_scale(l, lk.depth, n, ctx.option("kfac_readout"))
+
+    def a(root):
+        return push_through(lk.fwd[l], n_b, n * root, ctx.rcond) / root
+
+    def b(root):
+        return push_through(lk.bwd[l], n_b * c, n * scale * root, ctx.rcond) / root
+
+    return a, b
+
+
+def _layer(lk, ctx, a, b):
+    return linalg.expand_outputs(a, lk.n_outputs_per_sample) * b / ctx.n
+
+
+def metric_inverse(lk, n_b, ctx):
+    root = jnp.sqrt(ctx.damping.value)
+    out = 0.0
+    for l in range(lk.depth):
+        a, b = _factor_inverses(lk, n_b, ctx, l)
+        out = out + _layer(lk, ctx, a(root), b(root))
+    return out
+
+
+def metric_forward(lk, n_b, ctx):
+    n, c, root = ctx.n, lk.n_outputs_per_sample, jnp.sqrt(ctx.damping.value)
+    out = 0.0
+    for l in range(lk.depth):
+        scale = readout_scale(l, lk.depth, n, ctx.option("kfac_readout"))
+        H, D = lk.fwd[l][:, :n_b], lk.bwd[l][:, : n_b * c]
+        out = out + _layer(lk, ctx, H @ H.T / n + root * lk.fwd[l], D @ D.T / (n * scale) + root * lk.bwd[l])
+    return out
+
+
+def metric_sandwich(lk, n_b, ctx, mid):
+    """Factor by factor (A + s_b)⁻¹(A + s_mid)(A + s_b)⁻¹ (module docstring); ``mid`` None: the identity."""
+    root = jnp.sqrt(ctx.damping.value)
+    out = 0.0
+    for l in range(lk.depth):
+        factors = []
+        for f in _factor_inverses(lk, n_b, ctx, l):
+            value, slope = jax.jvp(f, (root,), (jnp.ones_like(root),))
+            factors.append(-slope if mid is None else value - (jnp.sqrt(mid.value) - root) * slope)
+        out = out + _layer(lk, ctx, *factors)
+    return out
+
+
+def metric_direction(lk, n_b, ctx, w):
+    n, root = ctx.n, jnp.sqrt(ctx.damping.value)
+    out = []
+    for l, (H, delta) in enumerate(zip(lk.inputs, lk.deltas)):
+        rows, k = delta.shape[0], delta.shape[1]
+        scale = readout_scale(l, lk.depth, n, ctx.option("kfac_readout"))
+        C_H = push_through_coefficients(lk.fwd[l], n_b, jnp.eye(rows), n * root, ctx.rcond) / root
+        C_D = push_through_coefficients(lk.bwd[l], n_b * k, jnp.eye(rows * k), n * scale * root, ctx.rcond) / root
+        mixed = jnp.einsum("nc,ncm->nm", jnp.reshape(w, (rows, k)), C_D.T.reshape(rows, k, rows * k))
+        out.append(H.T @ (C_H @ mixed) @ delta.reshape(rows * k, -1))
+    return out
+
+
+METRIC = Metric(metric_inverse, metric_forward, metric_direction, metric_sandwich)
+
+
 def predict(lk, ctx):
     """α = N(L−1)+1 ("common") or N·L ("paper") when every K^H_l has rank N, every hidden K^Δ_l full rank,
     the readout's per-sample backward blocks are equal, and ρ = 0."""
@@ -100,4 +184,5 @@ OPTIONS = (
 )
 
 KFAC = register(Method("kfac", "K-FAC, (A+√ρ)⊗(B+√ρ) per layer; kfac_readout='common' (α=N(L−1)+1) or 'paper' (α=NL)",
-                       kernel, direction, predict, damping_rule="factored", layerwise=True, options=OPTIONS))
+                       kernel, direction, predict, damping_rule="factored", layerwise=True, options=OPTIONS,
+                       metric=METRIC))

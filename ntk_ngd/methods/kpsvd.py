@@ -151,6 +151,26 @@ def fitted_direction(train, ctx, terms_of) -> list:
     return out
 
 
+def span_metric(terms_of):
+    """The metric between any rows (continual learning, ρ > 0) of the fitted Kronecker sums ``terms_of(ctx)``:
+    the fit restricted to task B's data span (:class:`._kron.SpanLayer`; one term: diagonal in its eigenbasis)."""
+
+    def layers(lk, n_b, ctx):
+        c = lk.n_outputs_per_sample
+        out = []
+        for l in range(lk.depth):
+            fwd, bwd = lk.fwd[l][:n_b, :n_b], lk.bwd[l][: n_b * c, : n_b * c]
+            fit = LayerFit(fwd, bwd, ctx.n, c, terms_of(ctx)(fwd, bwd, ctx.n, c))
+            if fit.single:
+                Pa, Pb, s = fit.eigenbasis()
+                out.append(_kron.SpanLayer(lk, l, n_b, fit.Vh @ Pa, fit.Vd @ Pb, scales=s))
+            else:
+                out.append(_kron.SpanLayer(lk, l, n_b, fit.Vh, fit.Vd, matrix=fit.matrix()))
+        return out
+
+    return _kron.span_metric(layers)
+
+
 def _terms(ctx):
     rank = ctx.option("rank")
     return lambda fwd, bwd, n, c: kronecker_svd(fwd, bwd, n, c, rank, ctx.rcond)
@@ -208,4 +228,4 @@ def predict(lk, ctx):
 OPTIONS = (Option("rank", 1, lambda v, _: check_rank(v), "number k of Kronecker terms per layer"),)
 
 KPSVD = register(Method("kpsvd", "KPSVD: best Frobenius fit Σ_{i≤rank} σ_i A_i⊗B_i per layer, + ρI (rank=)", kernel,
-                        direction, predict, damping_rule="tikhonov", options=OPTIONS))
+                        direction, predict, damping_rule="tikhonov", options=OPTIONS, metric=span_metric(_terms)))

@@ -21,5 +21,6 @@ def predict(lk, ctx):
 
 PATTERN = register(Method("pattern", "any symmetric L×L layer pattern S (pattern=S, or bandwidth=k)", kernel,
                           direction, predict, damping_rule="tikhonov", layerwise=True, options=_pattern.pattern_options(),
+                          metric=_pattern.pattern_metric(_pattern.pattern_of),
                           check_options=_pattern.check_pattern_options,
                           example_options=(("bandwidth", 1),)))

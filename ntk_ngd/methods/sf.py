@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from .. import _validate, linalg
 from . import _conditions, _weighted
+from ._metric import woodbury_metric
 from .base import Method, Option, Prediction, register
 
 
@@ -98,4 +99,5 @@ OPTIONS = (Option("samples", 1, lambda v, _: _validate.positive_int("samples", v
            Option("seed", 0, lambda v, _: _validate.positive_int("seed", v, minimum=0), "seed of the samples"))
 
 SF = register(Method("sf", "sampled Fisher, k Monte Carlo targets (samples=, seed=)", kernel, direction, predict,
-                     damping_rule="tikhonov", options=OPTIONS, step_rule="one", step=step, draw=draw))
+                     damping_rule="tikhonov", options=OPTIONS, step_rule="one", step=step, draw=draw,
+                     metric=woodbury_metric(_weighted.full_ntk, _factor)))

@@ -18,6 +18,14 @@ evaluated by Gauss–Hermite quadrature of the indicator for any activation (φ'
     Θ_uw ≈ diag(Σ_{l<L} p_l(x_n) M_l) + I      (nominal widths M_l; fluctuations O(M^{1/2})).
 
 ReLU gives p = 1/2 at every q; smooth activations (erf, …) p = 1. Test kernels need a finite width.
+
+Between any rows (continual learning; finite width, ρ > 0), unit by unit with K_j(X, Y) = (K^H_XY ⊗ 1) ⊙ d_{X,j}d_{Y,j}ᵀ:
+
+    J_X(G + ρ)⁻¹J_Yᵀ/N = [Θ_XY − Σ_{l,j} K_j(X, B)(K_j(B, B) + Nρ)⁻¹K_j(B, Y)]/(Nρ),
+    J_X(G + ρ)J_Yᵀ/N   = Σ_{l,j} K_j(X, B)K_j(B, Y)/N² + ρΘ_XY/N,
+    column j of (G + ρ)⁻¹J_Rᵀw = H̃_Rᵀ[v_j − pad(Σ_c q_{n,c} δ_{B,n,c,j})]/ρ,  q = (K_j(B, B) + Nρ)⁻¹K_j(B, R)w,
+
+with v_j[n] = Σ_c w_{n,c}δ_{n,c,j}; units are mapped in chunks of ``unit_chunk`` (bounded memory).
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import numpy as np
 
 from .. import _validate, linalg
 from . import _conditions
+from ._metric import Metric, pad_rows
 from .base import Condition, Method, MethodKernel, Option, register, verdict
 
 #: Gauss–Hermite nodes for the active fraction: an even number (no node at z = 0, where φ' of a
@@ -163,6 +172,75 @@ def direction(train, ctx) -> list:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# the metric between any rows (module docstring)
+# ---------------------------------------------------------------------------------------------
+def _map_units(fn, flat, chunk: int):
+    """fn over chunks of the unit columns of ``flat`` (rows, M), zero-padded (a zero unit adds nothing);
+    returns the stacked per-chunk outputs (chunks, ...)."""
+    m = flat.shape[1]
+    size = min(chunk, m)
+    n_chunks = -(-m // size)
+    d = jnp.pad(flat, ((0, 0), (0, n_chunks * size - m))).T.reshape(n_chunks, size, -1)
+    return jax.lax.map(fn, d), m
+
+
+def _unit_grams(lk, l, n_b):
+    """(K^H ⊗ 1 over R × R, B's rows count, δ over rows (R·k, M_l)) of layer l."""
+    if lk.deltas is None:
+        raise ValueError("unit_wise two-sided (continual) kernels need a finite width: pass params=net.init(seed)")
+    k = lk.n_outputs_per_sample
+    return linalg.expand_outputs(lk.fwd[l], k), n_b * k, lk.deltas[l].reshape(-1, lk.deltas[l].shape[-1])
+
+
+def _unit_sum(lk, n_b, ctx, term):
+    """Σ_{l,j} term(K_j(R, B), K_j(B, B)) over every unit."""
+    total = 0.0
+    for l in range(lk.depth):
+        KH, nb, d = _unit_grams(lk, l, n_b)
+
+        def chunk(dc, KH=KH, nb=nb):
+            def one(dj):
+                KRB = KH[:, :nb] * dj[:, None] * dj[None, :nb]
+                return term(KRB, KRB[:nb])
+            return jnp.sum(jax.vmap(one)(dc), axis=0)
+
+        sums, _ = _map_units(chunk, d, ctx.option("unit_chunk"))
+        total = total + jnp.sum(sums, axis=0)
+    return total
+
+
+def metric_inverse(lk, n_b, ctx):
+    shift = _shift(ctx)
+    inner = _unit_sum(lk, n_b, ctx, lambda KRB, KBB: linalg.solve_right(KRB, KBB, shift, ctx.rcond) @ KRB.T)
+    return (lk.total_ntk - inner) / shift
+
+
+def metric_forward(lk, n_b, ctx):
+    G = _unit_sum(lk, n_b, ctx, lambda KRB, KBB: KRB @ KRB.T)
+    return G / ctx.n**2 + ctx.damping.value * lk.total_ntk / ctx.n
+
+
+def metric_direction(lk, n_b, ctx, w):
+    shift = _shift(ctx)
+    out = []
+    for l, H in enumerate(lk.inputs):
+        KH, nb, d = _unit_grams(lk, l, n_b)
+        rows, k = lk.deltas[l].shape[:2]
+
+        def chunk(dc, KH=KH, nb=nb, k=k, rows=rows):
+            def one(dj):
+                KRB = KH[:, :nb] * dj[:, None] * dj[None, :nb]
+                q = linalg.solve(KRB[:nb], KRB.T @ w, shift, ctx.rcond)
+                v = jnp.sum(jnp.reshape(w * dj, (rows, k)), axis=1)
+                return v - pad_rows(jnp.sum(jnp.reshape(q * dj[:nb], (-1, k)), axis=1), rows)
+            return jax.vmap(one)(dc)  # (chunk, rows)
+
+        cols, m = _map_units(chunk, d, ctx.option("unit_chunk"))
+        out.append(H.T @ cols.reshape(-1, rows)[:m].T / ctx.damping.value)
+    return out
+
+
 #: P(φ'(z) ≠ 0) for z ~ N(0, q), q > 0, derived on paper: ReLU is flat on a half-line (1/2), the
 #: other activations of ntk_ngd.networks have φ' ≠ 0 almost everywhere (1).
 ACTIVE_PROBABILITY = {"relu": 0.5}
@@ -192,4 +270,5 @@ OPTIONS = (Option("unit_chunk", 64, lambda v, _: _validate.positive_int("unit_ch
                   "units per vmapped chunk in parameter updates (memory)"),)
 
 UNIT_WISE = register(Method("unit_wise", "one Fisher block per unit (column of each layer)", kernel, direction,
-                            predict, damping_rule="tikhonov", layerwise=True, options=OPTIONS))
+                            predict, damping_rule="tikhonov", layerwise=True, options=OPTIONS,
+                            metric=Metric(metric_inverse, metric_forward, metric_direction)))
