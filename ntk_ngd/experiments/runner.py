@@ -1,4 +1,4 @@
-"""Run experiments and write figures/REPORT.md (claims, measured vs theory, PASS/FAIL)."""
+"""Run experiments and write figures/REPORT.md (claims, measured vs theory, status, controls, coverage)."""
 from __future__ import annotations
 
 import json
@@ -34,6 +34,7 @@ def _record_checks(result: ExperimentResult, profile: str) -> None:
     with open(result.json, encoding="utf-8") as fh:
         record = json.load(fh)
     record["checks"] = [c.as_dict() for c in result.checks]
+    record["method_coverage"] = [cov.as_dict(result.checks) for cov in result.coverage]
     record["passed"] = result.passed
     record["profile"] = profile
     record["wall_time_s"] = result.wall_time
@@ -103,7 +104,16 @@ def report_markdown(out_dir: str, total_time: float) -> str:
         lines += [f"## {r['name']}", "", f"![{r['name']}]({r['name']}.png)", "",
                   f"Profile `{r.get('profile', '?')}`, {r.get('wall_time_s') or 0:.0f} s. "
                   f"Data: [{r['name']}.json]({r['name']}.json).", "",
-                  "| claim | measured | theory | tolerance | status | controls |", "|---|---|---|---|---|---|"]
+                  ]
+        for cov in r.get("method_coverage", []):
+            skipped = "; ".join(f"{m} ({why})" for m, why in cov["skipped"].items()) or "none"
+            missing = f" **Missing: {', '.join(cov['missing'])}.**" if cov["missing"] else ""
+            lines.append(f"- Methods, *{cov['family']}*: {', '.join(cov['covered']) or 'none'}; skipped: {skipped}."
+                         + missing)
+        if r.get("method_coverage"):
+            lines.append("")
+        lines += ["| claim | measured | theory | tolerance | status | error model | controls |",
+                  "|---|---|---|---|---|---|---|"]
         for c in r["checks"]:
             status = _status_of(c)
             if c.get("kind", "evidence") != "evidence":
@@ -113,7 +123,7 @@ def report_markdown(out_dir: str, total_time: float) -> str:
             ctrl = "; ".join(f"{k['description']}: {_number(k['measured'])} ({'fails' if k['failed'] else 'PASSES'})"
                              for k in c.get("controls", [])) or "-"
             lines.append(f"| {c['claim']} | {_number(c['measured'])} | {_number(c['theory'])} | {c['tolerance']} | "
-                         f"{status} | {ctrl} |")
+                         f"{status} | {c.get('error_model') or '-'} | {ctrl} |")
         lines.append("")
     benches = sorted(f for f in os.listdir(out_dir) if f.startswith("bench_") and f.endswith(".png"))
     if benches:
