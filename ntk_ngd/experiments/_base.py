@@ -83,7 +83,7 @@ class Check:
                "tolerance": self.tolerance, "status": self.status, "passed": self.passed,
                "error_model": self.error_model, "kind": self.kind,
                "controls": [c.as_dict() for c in self.controls]}
-        if self.finding:
+        if self.finding and self.status == "fails":  # the THEORY.md finding is linked where the row fails
             out["finding"] = self.finding
         if self.calibration is not None:
             out["calibration"] = self.calibration
