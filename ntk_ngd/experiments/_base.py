@@ -161,6 +161,57 @@ def identity(check: Check) -> Check:
 
 
 # ---------------------------------------------------------------------------------------------
+# log-log slopes with a band calibrated on other seeds
+# ---------------------------------------------------------------------------------------------
+def pooled_sigma(log_values) -> float:
+    """Standard deviation across seeds (columns) of log values, pooled over the widths (rows), ddof 1."""
+    import numpy as np
+
+    return float(np.sqrt(np.mean(np.var(np.asarray(log_values, float), axis=1, ddof=1))))
+
+
+def slope_and_se(widths, log_values, sigma) -> tuple[float, float]:
+    """Least-squares slope of the seed mean of ``log_values`` (widths × seeds) against log M, and its standard
+    error σ/√(J·Sxx) (J seeds, Sxx = Σ(log M − mean)²) for a per-seed scatter σ."""
+    import numpy as np
+
+    x = np.log(np.asarray(widths, float))
+    y = np.mean(np.asarray(log_values, float), axis=1)
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    return float(np.sum((x - x.mean()) * (y - y.mean())) / sxx), float(sigma / np.sqrt(np.shape(log_values)[1] * sxx))
+
+
+def check_slope(claim: str, widths, log_calibration, log_judged, theory: float, *, k_se: float = 3.0,
+                resolution: float | None = None, seeds=None, finding: str = "", what: str = "log D") -> Check:
+    """A log-log slope against ``theory`` with a band calibrated on other seeds: σ of the per-seed ``log_judged``
+    values is estimated from ``log_calibration`` (widths × calibration seeds), the slope of the judged seeds'
+    mean has SE σ/√(J·Sxx), band theory ± k_se·SE. With ``resolution``: a band wider than it cannot tell the
+    candidate exponents apart and the row is ``unpredicted`` ("unresolved"). Negative control: the same slope
+    with the widths in reverse order. ``seeds``: (calibration seeds, judged seeds), stored in ``calibration``."""
+    import numpy as np
+
+    widths = np.asarray(widths, float)
+    finite = bool(np.all(np.isfinite(log_calibration)) and np.all(np.isfinite(log_judged)))
+    if not finite:
+        return Check(claim, float("nan"), theory, "-", "fails", "a run diverged (non-finite deviation)",
+                     finding=finding)
+    sigma = pooled_sigma(log_calibration)
+    slope, se = slope_and_se(widths, log_judged, sigma)
+    lo, hi = theory - k_se * se, theory + k_se * se
+    calibration = {"sigma_" + what.replace(" ", "_"): sigma, "slope_se": se, "k_se": k_se}
+    if seeds is not None:
+        calibration.update(calibration_seeds=list(seeds[0]), judged_seeds=list(seeds[1]))
+    if resolution is not None and k_se * se > resolution:
+        return dataclasses.replace(
+            unpredicted(claim, slope, f"unresolved: {k_se:g} SE = {k_se * se:.2g} > {resolution:g} (theory {theory:g})"),
+            calibration=calibration)
+    reversed_slope, _ = slope_and_se(widths[::-1], log_judged, sigma)
+    return check_range(claim, slope, lo, hi, theory, calibration=calibration, finding=finding,
+                       error_model=f"Monte Carlo: {k_se:g} SE of the judged slope, sigma of {what} from calibration seeds",
+                       controls=[control_range("the same slope with the widths in reverse order", reversed_slope, lo, hi)])
+
+
+# ---------------------------------------------------------------------------------------------
 # which registered methods a claim family covers (every method list derives from the registry)
 # ---------------------------------------------------------------------------------------------
 def random_reason(spec) -> str | None:
