@@ -250,6 +250,10 @@ class Coverage:
         skipped = tuple((m.name, r) for m in methods.registered() if (r := reason(m)))
         return cls(family, skipped)
 
+    def skip(self, name: str, reason: str) -> "Coverage":
+        """The same family with ``name`` skipped for ``reason`` (what the method itself raised on these data)."""
+        return dataclasses.replace(self, skipped=self.skipped + ((name, reason),))
+
     def applies(self) -> tuple:
         """The :class:`~ntk_ngd.methods.Method` objects this family applies to, in registry order."""
         from .. import methods

@@ -22,6 +22,13 @@ import numpy as np
 from ..diagnostics import predict
 from ..function_space import method_kernels
 from ..trajectory import default_lr
+from ._base import check_close, control_close, unpredicted
+
+#: floating point: closed-form fixed-kernel dynamics and Gram solves, κ(Θ_G)·eps with κ ≤ 1e6 (≲ 2e-10)
+FP_TOL = 1e-8
+FP_MODEL = "floating point: kappa(Theta_G)*eps of the closed-form dynamics, kappa <= 1e6: tolerance 1e-8"
+#: negative controls rerun a step at this multiple of η
+CONTROL_LR = 0.9
 
 
 def options(spec) -> dict:
@@ -59,6 +66,18 @@ def one_step_theory(pred, residual, lr) -> tuple[float, str] | None:
     return None
 
 
+def one_step_check(label: str, ratio: float, theory, isotropic: bool, control_ratio: float):
+    """The one-step family's row: ``theory`` = (value, formula) from :func:`._methods.one_step_theory` or None
+    (silent); ``control_ratio`` the same method's ratio at CONTROL_LR·η, judged against the same theory."""
+    if theory is None:
+        return unpredicted(f"{label}", ratio)
+    value, what = theory
+    return check_close(f"{label} = {what}", ratio, value, FP_TOL, error_model=FP_MODEL,
+                       expect="holds" if isotropic else "breaks",
+                       controls=[control_close(f"the same method run at {CONTROL_LR:g} eta", control_ratio, value,
+                                               FP_TOL)])
+
+
 def log_deviation(loss, reference, steps: int) -> float:
     """max over t = 1..steps of |log(loss_t/loss_0) − log(reference_t/reference_0)| (both curves finite)."""
     loss, reference = np.asarray(loss, float), np.asarray(reference, float)
@@ -68,4 +87,5 @@ def log_deviation(loss, reference, steps: int) -> float:
     return float(np.max(d)) if np.all(np.isfinite(d)) else float("inf")
 
 
-__all__ = ["kernel_and_prediction", "log_deviation", "one_step_theory", "options", "step_size"]
+__all__ = ["CONTROL_LR", "FP_MODEL", "FP_TOL", "kernel_and_prediction", "log_deviation", "one_step_check",
+           "one_step_theory", "options", "step_size"]

@@ -34,9 +34,10 @@ from ..diagnostics import isotropy
 from ..dynamics import simulate
 from ..networks import mlp
 from ..training import train
-from ._base import (Coverage, ExperimentResult, check_below, check_close, control_below, control_close, identity,
-                    infinite_width_reason, progress, unpredicted)
-from ._methods import kernel_and_prediction, log_deviation, one_step_theory, options, step_size
+from ._base import (Coverage, ExperimentResult, check_below, check_close, control_below, identity,
+                    infinite_width_reason, progress)
+from ._methods import (CONTROL_LR, FP_MODEL, FP_TOL, kernel_and_prediction, log_deviation, one_step_check,
+                       one_step_theory, options, step_size)
 
 PROFILES = {
     "tiny": {"n": 8, "in_dim": 16, "depth": 3, "width": 256, "steps": 5, "fraction": 0.5, "seed": 0},
@@ -44,15 +45,10 @@ PROFILES = {
     "full": {"n": 64, "in_dim": 64, "depth": 3, "width": 4096, "steps": 12, "fraction": 0.5, "seed": 0},
 }
 KINDS = ("synthetic", "digits")
-#: floating point: closed-form fixed-kernel dynamics and Gram solves, κ(Θ_G)·eps with κ ≤ 1e6 (≲ 2e-10)
-FP_TOL = 1e-8
-FP_MODEL = "floating point: kappa(Theta_G)*eps of the closed-form dynamics, kappa <= 1e6: tolerance 1e-8"
 #: the finite-width band: |log ratio| ≤ BAND_CONSTANT/√M over steps 1..BAND_STEPS
 BAND_CONSTANT, BAND_STEPS = 3.0, 5
 BAND_MODEL = ("width correction: deviation O(M^-1/2) (claim 8), prefactor 3 fixed before the run, "
               "band 3/sqrt(M)")
-#: negative controls rerun a step at this multiple of η
-CONTROL_LR = 0.9
 
 ONE_STEP = Coverage.of("one-step rate at infinite width", infinite_width_reason)
 LAZY = Coverage.of("finite width follows its linearisation")
@@ -127,18 +123,6 @@ def run(config: dict, out_dir) -> ExperimentResult:
                f"linearised: {len(outside)} of {sum(len(p) for p in data.values())} runs outside 3/sqrt(M)"
                + (f" ({', '.join(outside)})" if outside else ""))
     return ExperimentResult("convergence", png, js, checks, summary, 0.0, coverage=(ONE_STEP, LAZY))
-
-
-def one_step_check(label: str, ratio: float, theory, isotropic: bool, control_ratio: float):
-    """The one-step family's row: ``theory`` = (value, formula) from :func:`._methods.one_step_theory` or None
-    (silent); ``control_ratio`` the same method's ratio at CONTROL_LR·η, judged against the same theory."""
-    if theory is None:
-        return unpredicted(f"{label}", ratio)
-    value, what = theory
-    return check_close(f"{label} = {what}", ratio, value, FP_TOL, error_model=FP_MODEL,
-                       expect="holds" if isotropic else "breaks",
-                       controls=[control_close(f"the same method run at {CONTROL_LR:g} eta", control_ratio, value,
-                                               FP_TOL)])
 
 
 def band_check(label: str, deviation: float, width: int, controls=()):
