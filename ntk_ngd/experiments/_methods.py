@@ -45,8 +45,11 @@ def kernel_and_prediction(net, X, Y, spec, params=None, loss: str = "mse", outpu
 
 
 def step_size(spec, K, pred, residual, fraction: float) -> tuple[float, str]:
-    """(η, rule) of the module docstring; ``residual`` (N, k) the whitened residual at the start."""
+    """(η, rule) of the module docstring; ``residual`` (N, k) the whitened residual at the start. ``K`` None:
+    the method has no finite kernel here (EF with k > 1 at ρ = 0), only its step rule applies."""
     base, rule = default_lr(spec.step_rule, K, pred if pred.isotropic else None, residual)
+    if K is None:
+        return fraction * base, f"{fraction:g}*{rule}"
     lam = np.linalg.eigvalsh(0.5 * (K + K.T))
     stable = 2.0 / (lam[-1] + lam[0])
     if not pred.isotropic and stable < base:
