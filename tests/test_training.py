@@ -372,12 +372,15 @@ def _within(res, theory):
     return abs(slope - theory) <= K_SE * se and devs[-1] < devs[0]
 
 
+def _check_method(method, depth, seeds):
+    for activation, theory in THEORY_SLOPE.items():
+        res = _deviation_vs_width(activation, (method,), WIDTHS, depth=depth, seeds=seeds)[method]
+        assert _within(res, theory), (activation, res)
+
+
 @pytest.mark.parametrize("method", _params(_isotropic_at_every_width()))
 def test_finite_width_training_approaches_infinite_width_trajectory(method):
-    relu = _deviation_vs_width("relu", (method,), WIDTHS, depth=2, seeds=8)[method]
-    smooth = _deviation_vs_width("erf", (method,), WIDTHS, depth=2, seeds=8)[method]
-    assert _within(relu, THEORY_SLOPE["relu"]), ("relu", relu)
-    assert _within(smooth, THEORY_SLOPE["erf"]), ("erf", smooth)
+    _check_method(method, depth=2, seeds=8)
 
 
 def test_gradient_descent_keeps_the_kernel_fluctuation():
@@ -399,7 +402,4 @@ def test_kfac_erf_reaches_minus_one_at_large_width():
 @pytest.mark.slow
 @pytest.mark.parametrize("method", _params(_isotropic_at_every_width()))
 def test_finite_width_training_approaches_infinite_width_trajectory_depth3(method):
-    relu = _deviation_vs_width("relu", (method,), WIDTHS, depth=3, seeds=6)[method]
-    smooth = _deviation_vs_width("erf", (method,), WIDTHS, depth=3, seeds=6)[method]
-    assert _within(relu, THEORY_SLOPE["relu"]), ("relu", relu)
-    assert _within(smooth, THEORY_SLOPE["erf"]), ("erf", smooth)
+    _check_method(method, depth=3, seeds=6)
