@@ -192,9 +192,14 @@ def check_slope(claim: str, widths, log_calibration, log_judged, theory: float, 
 
     widths = np.asarray(widths, float)
     finite = bool(np.all(np.isfinite(log_calibration)) and np.all(np.isfinite(log_judged)))
-    if not finite:
-        return Check(claim, float("nan"), theory, "-", "fails", "a run diverged (non-finite deviation)",
-                     finding=finding)
+    if not finite:  # a run diverged: the claim (the deviation falls with M) fails there; show the finite widths
+        ok = np.all(np.isfinite(log_calibration), axis=1) & np.all(np.isfinite(log_judged), axis=1)
+        note = ", ".join(f"{w:g}" for w in widths[~ok])
+        if ok.sum() >= 2:
+            rest, _ = slope_and_se(widths[ok], np.asarray(log_judged)[ok], 0.0)
+            note += f"; slope over the other widths {rest:.3g}"
+        return Check(f"{claim} [runs diverged at M = {note}]", float("nan"), theory, "-", "fails",
+                     "a run diverged (non-finite deviation)", finding=finding)
     sigma = pooled_sigma(log_calibration)
     slope, se = slope_and_se(widths, log_judged, sigma)
     lo, hi = theory - k_se * se, theory + k_se * se

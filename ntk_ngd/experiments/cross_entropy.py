@@ -35,9 +35,9 @@ PROFILES = {
     "tiny": {"n": 10, "n_test": 20, "classes": 10, "depth": 3, "width": 128, "steps": 4,
              "widths": [64, 256, 1024], "calibration_seeds": [0, 1], "seeds": [2, 3], "seed": 0, "activation": "relu",
              "all_methods": {"n": 8, "classes": 3, "depth": 3, "width": 128}},
-    "quick": {"n": 40, "n_test": 300, "classes": 10, "depth": 3, "width": 1024, "steps": 12,
+    "quick": {"n": 40, "n_test": 300, "classes": 10, "depth": 3, "width": 512, "steps": 8,
               "widths": [128, 512, 2048], "calibration_seeds": [0, 1], "seeds": [2, 3], "seed": 0,
-              "activation": "relu", "all_methods": {"n": 12, "classes": 4, "depth": 3, "width": 1024}},
+              "activation": "relu", "all_methods": {"n": 12, "classes": 4, "depth": 3, "width": 512}},
     "full": {"n": 48, "n_test": 1000, "classes": 10, "depth": 3, "width": 4096, "steps": 25,
              "widths": [128, 512, 2048, 8192], "calibration_seeds": [0, 1, 2], "seeds": [3, 4, 5, 6], "seed": 0,
              "activation": "relu", "all_methods": {"n": 16, "classes": 4, "depth": 3, "width": 4096}},
@@ -230,7 +230,8 @@ def _run(config, out_dir):
     slope = check_slope("exact: finite-width (centred) training -> infinite-width logit dynamics, log-log slope of "
                         "max_t ||Pi(f_M - f_inf)||/||Pi f_inf|| vs width (theory -1/2, ReLU, lazy regime)",
                         config["widths"], logdev[:, :ncal], logdev[:, ncal:], -0.5, resolution=RESOLUTION,
-                        seeds=(config["calibration_seeds"], config["seeds"]), what="log deviation")
+                        seeds=(config["calibration_seeds"], config["seeds"]), what="log deviation",
+                        finding="finding-softmax-width")
     checks.append(slope.about("softmax width scaling", "exact"))
     data["width_scaling"] = {"exact": {"widths": config["widths"], "log_deviation": logdev, "slope": slope.measured,
                                        "judged_seeds": config["seeds"], "status": slope.status}}

@@ -50,8 +50,8 @@ _FISHER = {"in_dim": 3, "depth": 2, "activation": "erf", "out_dims": {"gaussian"
 PROFILES = {
     "tiny": {**_FISHER, "n_inputs": 2, "width": 5, "ks": [1, 4, 16], "replicates": 400, "batches": 20,
              "sf": {"n": 16, "in_dim": 4, "depth": 3, "ks": [1, 4, 32, 128], "seeds": 100, "dampings": [0.0, 1e-2]}},
-    "quick": {**_FISHER, "n_inputs": 2, "width": 6, "ks": [1, 2, 4, 8, 16, 32], "replicates": 2000, "batches": 100,
-              "sf": {"n": 32, "in_dim": 8, "depth": 3, "ks": [1, 2, 4, 8, 16, 32, 64, 128, 256], "seeds": 400,
+    "quick": {**_FISHER, "n_inputs": 2, "width": 6, "ks": [1, 2, 4, 8, 16, 32], "replicates": 1000, "batches": 50,
+              "sf": {"n": 32, "in_dim": 8, "depth": 3, "ks": [1, 2, 4, 8, 16, 32, 64, 128, 256], "seeds": 250,
                      "dampings": [0.0, 1e-3, 1e-2]}},
     "full": {**_FISHER, "n_inputs": 4, "width": 8, "ks": [1, 2, 4, 8, 16, 32, 64], "replicates": 10000,
              "batches": 200,

@@ -45,7 +45,7 @@ PROFILES = {
     "tiny": {"widths": [64, 512, 4096], "n": 6, "in_dim": 8, "depth": 2, "steps": 4, "fraction": 0.5,
              "calibration_seeds": [0, 1], "seeds": [2, 3, 4], "activations": ["relu", "erf"]},
     # σ(log D) ≈ 0.3 across seeds at N = 16; four judged seeds over M = 128..8192 (Sxx = 8.6) give 3 SE ≈ 0.15
-    "quick": {"widths": [128, 1024, 8192], "n": 16, "in_dim": 16, "depth": 2, "steps": 5, "fraction": 0.5,
+    "quick": {"widths": [128, 1024, 8192], "n": 16, "in_dim": 16, "depth": 2, "steps": 4, "fraction": 0.5,
               "calibration_seeds": [0, 1, 2], "seeds": [10, 11, 12, 13], "activations": ["relu", "erf"]},
     # the quick widths stop at 8192, where "K-FAC with erf reaches -1 only at M >~ 8192" begins; the full
     # profile reaches 65536
