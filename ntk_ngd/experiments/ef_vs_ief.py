@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import datasets, dense, plotting
+from .. import datasets, dense, methods, plotting
 from ..dynamics import simulate
 from ..function_space import method_kernels
 from ..kernels import layer_kernels
@@ -61,6 +61,8 @@ PROFILES = {
 }
 
 TOL = 1e-8
+#: the per-sample training-point step per unit η that claims 5, 6 and 1 give (C = 1, ρ = 0): Δf/(−η)
+STEP_THEORY = {"ef": lambda r: 1 / r, "ief": lambda r: r, "exact": lambda r: r}
 FP_MODEL = "floating point: kappa*eps of the Gram solves, kappa <= 1e6: tolerance 1e-8"
 #: Below this the loss is drawn at the floor on the log axis (exact/iEF reach ~1e-31 in one step).
 LOSS_FLOOR = 1e-32
@@ -174,15 +176,16 @@ def _run(config, out_dir):
     r_fin = (np.asarray(net.apply(params, X)) - Y).reshape(-1)
     steps_a = {}
     for tag, prm, r in (("inf", None, r_inf), ("finite", params, r_fin)):
-        for m in ("ef", "ief", "exact"):
-            kern = method_kernels(net, X, m, params=prm, residual=r[:, None] if m != "exact" else None,
+        for m in STEP_THEORY:
+            kern = method_kernels(net, X, m, params=prm, residual=r[:, None] if methods.get(m).needs_residual else None,
                                   X_test=X_test if (m == "ef" and tag == "inf") else None)
             K = np.asarray(kern.train)
             steps_a[(tag, m)] = -(K @ r) if K.shape[0] == n else None
             if m == "ef" and tag == "inf":
                 ef_test_step = -(np.asarray(kern.test) @ r)
-        errs = {m: _errors(steps_a[(tag, m)], -1 / r if m == "ef" else -r) for m in ("ef", "ief", "exact")}
-        swapped = {m: _errors(steps_a[(tag, m)], -r if m == "ef" else -1 / r)[0] for m in ("ef", "ief", "exact")}
+        errs = {m: _errors(steps_a[(tag, m)], -f(r)) for m, f in STEP_THEORY.items()}
+        # control: each step against the other claim's formula (EF's against −ηr, the others against −η/r)
+        swapped = {m: _errors(steps_a[(tag, m)], -STEP_THEORY["ief" if m == "ef" else "ef"](r))[0] for m in STEP_THEORY}
         label = "infinite width" if tag == "inf" else f"width M={width}"
         th_tag = theta if tag == "inf" else np.asarray(layer_kernels(net, X, params=params).total_ntk)
         w_tol, w_cond = _weighted_tol(th_tag, r**2)  # EF's Q^{1/2}ΘQ^{1/2} = iEF's Gram RΘR
@@ -201,7 +204,7 @@ def _run(config, out_dir):
                         controls=[control_below("exact NG's step against EF's theory -eta/r_n", swapped["exact"], TOL)])
             .about("exact NG step (claim 1)", "exact"),
         ]
-        data[f"step_{tag}"] = {"residual": r, **{m: steps_a[(tag, m)] for m in ("ef", "ief", "exact")},
+        data[f"step_{tag}"] = {"residual": r, **{m: steps_a[(tag, m)] for m in STEP_THEORY},
                                **{f"{m}_norm_rel_error": e[0] for m, e in errs.items()},
                                **{f"{m}_max_rel_error": e[1] for m, e in errs.items()},
                                "cond_weighted_gram": w_cond, "tolerance": w_tol}
@@ -290,7 +293,7 @@ def _run(config, out_dir):
         ref_r = ref if r is r_inf else 0.1 * ref  # exact undamped step for this residual (linear in r)
         for rho in rhos:
             opts = {"samples": sf[0], "seed": sf[1]} if sf else {}
-            K = np.asarray(method_kernels(net, X, m, damping=rho, residual=r[:, None] if m in ("ef", "ief") else None,
+            K = np.asarray(method_kernels(net, X, m, damping=rho, residual=r[:, None] if methods.get(m).needs_residual else None,
                                           **opts).train)
             lib.append(_cos(-(K @ r), ref_r))
             q = _sf_q(n, *sf) if sf else None
@@ -404,18 +407,18 @@ def _gamma_two_ways(cfg, rhos_c, seed):
     X, Y = datasets.synthetic(cfg["n"], cfg["in_dim"], seed=seed + 7)
     params = net.init(seed + 7)
     r = (np.asarray(net.apply(params, X)) - Y).reshape(-1)
-    methods = [("exact", {}, {}), ("ef", {}, {}), ("ief", {}, {}),
-               ("sf_k1", {"samples": 1, "seed": 0}, {"k": 1, "seed": 0}),
-               ("sf_k16", {"samples": 16, "seed": 0}, {"k": 16, "seed": 0})]
+    runs = [("exact", {}, {}), ("ef", {}, {}), ("ief", {}, {}),
+            ("sf_k1", {"samples": 1, "seed": 0}, {"k": 1, "seed": 0}),
+            ("sf_k16", {"samples": 16, "seed": 0}, {"k": 16, "seed": 0})]
     out = {"n": cfg["n"], "width": cfg["width"], "num_params": net.num_params, "dense_dampings": cfg["dampings"],
            "line_dampings": rhos_c, "function_space": {}, "dense": {}, "function_space_at_dense": {}}
     diffs, mins = [], []
-    for name, gopts, dopts in _progress(methods, desc="ef_vs_ief: dense gamma"):
+    for name, gopts, dopts in _progress(runs, desc="ef_vs_ief: dense gamma"):
         m = name.split("_")[0]
 
         def fs_ratio(rho):
             K = np.asarray(method_kernels(net, X, m, params=params, damping=rho,
-                                          residual=r[:, None] if m in ("ef", "ief") else None, **gopts).train)
+                                          residual=r[:, None] if methods.get(m).needs_residual else None, **gopts).train)
             df = -(K @ r)
             return float(np.linalg.norm(df) * np.linalg.norm(r) / (-(r @ df)))
 
