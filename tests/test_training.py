@@ -341,9 +341,13 @@ def _deviation_vs_width(activation, methods, widths, depth, seeds, n=8, in_dim=8
 K_SE = 3.0
 THEORY_SLOPE = {"relu": -0.5, "erf": -1.0}
 WIDTHS = (128, 512, 2048)
-#: methods with a recorded finding that contradicts the claim here (docs/THEORY.md): expected to fail
-FINDINGS = {"unit_wise": "docs/THEORY.md#finding-convergence-band: unit-wise training at rho = 0 leaves the lazy "
-                         "regime (near-singular unit blocks make huge parameter steps)"}
+#: (method, activation) with a recorded finding that contradicts the claim over these widths (docs/THEORY.md):
+#: expected to fail (strict: a pass would mean the finding is out of date)
+_UNIT_WISE = ("docs/THEORY.md#finding-convergence-band: unit-wise training at rho = 0 leaves the lazy regime "
+              "(near-singular unit blocks make huge parameter steps)")
+FINDINGS = {("unit_wise", "erf"): _UNIT_WISE,
+            ("kfac", "erf"): "docs/THEORY.md#finding-width-scaling: K-FAC with erf is pre-asymptotic below M ~ 8192 "
+                             "(measured -0.72 over 128-2048, SE 0.07)"}
 
 
 def _isotropic_at_every_width() -> list[str]:
@@ -363,8 +367,9 @@ def _isotropic_at_every_width() -> list[str]:
 
 
 def _params(methods):
-    return [pytest.param(m, marks=pytest.mark.xfail(strict=True, reason=FINDINGS[m])) if m in FINDINGS else m
-            for m in methods]
+    """(method, activation) pairs, those with a recorded finding marked as expected failures."""
+    return [pytest.param(m, a, marks=pytest.mark.xfail(strict=True, reason=FINDINGS[(m, a)])) if (m, a) in FINDINGS
+            else (m, a) for m in methods for a in THEORY_SLOPE]
 
 
 def _within(res, theory):
@@ -372,15 +377,14 @@ def _within(res, theory):
     return abs(slope - theory) <= K_SE * se and devs[-1] < devs[0]
 
 
-def _check_method(method, depth, seeds):
-    for activation, theory in THEORY_SLOPE.items():
-        res = _deviation_vs_width(activation, (method,), WIDTHS, depth=depth, seeds=seeds)[method]
-        assert _within(res, theory), (activation, res)
+def _check_method(method, activation, depth, seeds):
+    res = _deviation_vs_width(activation, (method,), WIDTHS, depth=depth, seeds=seeds)[method]
+    assert _within(res, THEORY_SLOPE[activation]), (activation, res)
 
 
-@pytest.mark.parametrize("method", _params(_isotropic_at_every_width()))
-def test_finite_width_training_approaches_infinite_width_trajectory(method):
-    _check_method(method, depth=2, seeds=8)
+@pytest.mark.parametrize("method, activation", _params(_isotropic_at_every_width()))
+def test_finite_width_training_approaches_infinite_width_trajectory(method, activation):
+    _check_method(method, activation, depth=2, seeds=8)
 
 
 def test_gradient_descent_keeps_the_kernel_fluctuation():
@@ -394,12 +398,13 @@ def test_gradient_descent_keeps_the_kernel_fluctuation():
 @pytest.mark.slow
 def test_kfac_erf_reaches_minus_one_at_large_width():
     """THEORY.md: K-FAC with erf reaches the smooth-activation slope −1 only at M ≳ 8192 (depth 2, one hidden
-    layer, so M = 32768 is cheap). Same error model: within 3 SE of −1 from the run's own seeds."""
+    layer, so M = 32768 is cheap). Same error model: within 3 SE of −1 from the run's own seeds (measured
+    −1.05 ± 0.07 over M = 2048–32768, 8 seeds, 2 CPU cores: ~30 s)."""
     slope, se, devs = _deviation_vs_width("erf", ("kfac",), (2048, 8192, 32768), depth=2, seeds=8)["kfac"]
     assert abs(slope + 1.0) <= K_SE * se, (slope, se, devs)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", _params(_isotropic_at_every_width()))
-def test_finite_width_training_approaches_infinite_width_trajectory_depth3(method):
-    _check_method(method, depth=3, seeds=6)
+@pytest.mark.parametrize("method, activation", _params(_isotropic_at_every_width()))
+def test_finite_width_training_approaches_infinite_width_trajectory_depth3(method, activation):
+    _check_method(method, activation, depth=3, seeds=6)
