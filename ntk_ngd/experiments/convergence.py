@@ -27,6 +27,7 @@ Claim families, each over every method it applies to (the lists come from the re
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from .. import datasets, methods, plotting
@@ -63,6 +64,10 @@ def _problem(kind, cfg):
     return mlp(depth=cfg["depth"], width=cfg["width"], in_dim=X.shape[1]), X, Y
 
 
+def _flat(params) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(a)) for a in jax.tree_util.tree_leaves(params)])
+
+
 def _ratio(traj) -> float:
     return float(traj.train_loss[1] / traj.train_loss[0])
 
@@ -89,8 +94,7 @@ def _finite(spec, net, X, Y, params, cfg):
     lin = simulate(net, X, Y, spec.name, params=params, lr=lr, steps=steps, **opts)
     trained = train(net, params, X, Y, spec.name, lr=lr, steps=steps, **opts)
     one = train(net, params, X, Y, spec.name, lr=lr, steps=1, **opts)  # same compiled step: Δθ of step 1
-    flat = lambda p: np.concatenate([np.ravel(np.asarray(a)) for a in __import__("jax").tree_util.tree_leaves(p)])  # noqa: E731
-    step_norm = float(np.linalg.norm(flat(one.params) - flat(params)) / np.linalg.norm(flat(params)))
+    step_norm = float(np.linalg.norm(_flat(one.params) - _flat(params)) / np.linalg.norm(_flat(params)))
     return {"lr": lr, "rule": rule, "isotropic": pred.isotropic, "prediction": pred.summary(),
             "linearised_rel_loss": lin.train_loss / lin.train_loss[0],
             "trained_rel_loss": trained.train_loss / trained.train_loss[0], "diverged_at": trained.diverged_at,

@@ -24,7 +24,7 @@ import scipy.linalg
 from .. import datasets, methods, plotting
 from ..diagnostics import isotropy, predict
 from ..dynamics import simulate
-from ..function_space import function_step, method_kernels
+from ..function_space import method_kernels
 from ..training import train
 from ..networks import mlp
 from . import _ce_methods
