@@ -1,7 +1,6 @@
 """Run the unit_wise figure: the kernels, the checks, the figure and its JSON."""
 from __future__ import annotations
 
-
 from ... import plotting
 from .._base import ExperimentResult
 from ._checks import evaluate
