@@ -68,6 +68,11 @@ def _number(x) -> str:
     return x if isinstance(x, str) else ("-" if x is None else f"{x:.6g}")
 
 
+def _cell(text) -> str:
+    """A markdown table cell: pipes inside the text (|x|, ||K||) escaped."""
+    return str(text).replace("|", "\\|")
+
+
 def _status_of(c: dict) -> str:
     return c.get("status", "holds" if c["passed"] else "fails")
 
@@ -123,8 +128,9 @@ def report_markdown(out_dir: str, total_time: float) -> str:
                 status += f" ([finding](../docs/THEORY.md#{c['finding']}))"
             ctrl = "; ".join(f"{k['description']}: {_number(k['measured'])} ({'fails' if k['failed'] else 'PASSES'})"
                              for k in c.get("controls", [])) or "-"
-            lines.append(f"| {c['claim']} | {_number(c['measured'])} | {_number(c['theory'])} | {c['tolerance']} | "
-                         f"{status} | {c.get('error_model') or '-'} | {ctrl} |")
+            cells = (c["claim"], _number(c["measured"]), _number(c["theory"]), c["tolerance"], status,
+                     c.get("error_model") or "-", ctrl)
+            lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
         lines.append("")
     benches = sorted(f for f in os.listdir(out_dir) if f.startswith("bench_") and f.endswith(".png"))
     if benches:
