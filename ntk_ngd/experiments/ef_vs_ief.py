@@ -61,8 +61,18 @@ PROFILES = {
 }
 
 TOL = 1e-8
+def _inverse(r):
+    return 1 / r
+
+
+def _identity(r):
+    return r
+
+
 #: the per-sample training-point step per unit η that claims 5, 6 and 1 give (C = 1, ρ = 0): Δf/(−η)
-STEP_THEORY = {"ef": lambda r: 1 / r, "ief": lambda r: r, "exact": lambda r: r}
+STEP_THEORY = {"ef": _inverse, "ief": _identity, "exact": _identity}
+#: the methods whose step is −ηr: one step at η = 1 reaches zero loss
+ZERO_LOSS = tuple(m for m, f in STEP_THEORY.items() if f is _identity)
 FP_MODEL = "floating point: kappa*eps of the Gram solves, kappa <= 1e6: tolerance 1e-8"
 #: Below this the loss is drawn at the floor on the log axis (exact/iEF reach ~1e-31 in one step).
 LOSS_FLOOR = 1e-32
@@ -251,7 +261,7 @@ def _run(config, out_dir):
         curves[key] = {"loss": res.train_loss, "lr": res.lr, "lr_rule": res.lr_rule, "diverged": res.diverged,
                        "residual": res.train_pred[:, :, 0] - Y[None, :, 0]}
     data["loss_curves"] = {k: {kk: v for kk, v in c.items() if kk != "residual"} for k, c in curves.items()}
-    for m in ("exact", "ief"):
+    for m in ZERO_LOSS:
         res = simulate(net, X, Y, m, steps=1, lr=1.0)
         ratio = res.train_loss[1] / res.train_loss[0]
         short = simulate(net, X, Y, m, steps=1, lr=0.9)
@@ -354,7 +364,7 @@ def _run(config, out_dir):
     rho_sel = [i for i, x in enumerate(rhos) if x <= 1e-4 * (1 + 1e-9)]
     ief_min = float(np.min(cos_lib["ief"][rho_sel]))
     ief_small_min = float(np.min(cos_lib["ief_small_r"][rho_sel]))
-    rho99 = {name: _last_above(rhos, cos_lib[name], 0.99) for name in ("exact", "ief", "ief_small_r", "ef")}
+    rho99 = {name: _last_above(rhos, cos_lib[name], 0.99) for name in cos_lib if not name.startswith("sf")}
     data["ief_damping"] = {"min_cos_rho_le_1e-4": ief_min, "min_cos_rho_le_1e-4_residual_x0.1": ief_small_min,
                            "largest_rho_with_cos_ge_0.99": rho99, "bound_lambda": lam_b}
     rms = float(np.sqrt(np.mean(r_inf**2)))
@@ -480,7 +490,7 @@ def _plot(data, curves, config, steps_a, rhos, cos_lib, cos_np, rho99):
         name = base.replace("_k", " k=")
         label = f"{name} (η={c['lr']:.2g}: {rule})" if first else None
         ax_b.plot(steps, loss, color=col[base], lw=1.0 if key.startswith("sf") else 1.6,
-                  alpha=0.8, label=label, marker="o" if base in ("exact", "ief") else None, ms=3,
+                  alpha=0.8, label=label, marker="o" if base in ZERO_LOSS else None, ms=3,
                   ls="--" if base == "ief" else "-")
     ax_b.set_yscale("log")
     ax_b.set_ylim(LOSS_FLOOR / 10, L0 * 1e12)

@@ -70,6 +70,10 @@ def _problem(kind, config):
     return X, Y, X_test, Y_test
 
 
+#: the methods whose converged test prediction THEORY.md gives as kernel regression with the NTK, and the claim
+KERNEL_REGRESSION = {"exact": "claim 1", "ief": "claim 6, C = 1"}
+
+
 def pattern_of(spec, depth: int):
     """The layer pattern S of a layer-structured method (THEORY.md claim 2), or None: block_diag S = I,
     block_tridiag the tridiagonal ones, a method with a ``bandwidth`` option the banded pattern."""
@@ -91,8 +95,8 @@ def _kfac_test_formula(lk, lk_t, Y, n, alpha):
 
 def _test_theory(spec, pred, lk, lk_t, theta, theta_test, Y, n, depth):
     """(converged test prediction, formula) from THEORY.md claims 1–3 and 6 where they give one, else None."""
-    if spec.name in ("exact", "ief"):  # claims 1, 6 (C = 1: iEF's test step is exact NGD's)
-        return theta_test @ np.linalg.solve(theta, Y), "Theta(x',X) Theta^-1 Y (NT kernel_fn)"
+    if spec.name in KERNEL_REGRESSION:  # claims 1, 6 (C = 1: iEF's test step is exact NGD's)
+        return theta_test @ np.linalg.solve(theta, Y), f"Theta(x',X) Theta^-1 Y (NT kernel_fn; {KERNEL_REGRESSION[spec.name]})"
     S = pattern_of(spec, depth)
     if S is not None:
         c = np.linalg.pinv(S) @ np.ones(depth)
