@@ -32,7 +32,7 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
-__all__ = ["STYLE", "DPI", "COLORS", "figure", "save", "to_jsonable", "environment"]
+__all__ = ["STYLE", "DPI", "COLORS", "environment", "figure", "method_colors", "save", "to_jsonable"]
 
 #: Resolution of saved PNGs.
 DPI = 130
@@ -62,6 +62,18 @@ STYLE: dict[str, Any] = {
 
 #: A colour-blind-safe cycle (Okabe–Ito), used for methods in a fixed order.
 COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+
+def method_colors() -> dict:
+    """One colour per registered method, in registry order (the same colour in every figure)."""
+    import matplotlib as mpl
+
+    from .methods import names
+
+    cmap = mpl.colormaps["tab20"]
+    return {m: mpl.colors.to_hex(cmap(i % 20)) for i, m in enumerate(names())}
+
 
 #: Size of one panel in inches; a grid of panels scales with it.
 PANEL_SIZE = (4.2, 3.2)

@@ -1,5 +1,8 @@
 """Smoke test: every figure at its tiny size writes a PNG and a JSON whose numbers pass their own
-stated tolerances (re-evaluated here from the numbers, not read from the verdicts)."""
+stated tolerances (re-evaluated here from the numbers, not read from the verdicts), with statuses in the
+allowed set, at least one negative control per figure and per claim family (every control must fail), and
+no registered method missing from a claim family that applies to it (each family's JSON lists the methods
+it covered and the ones it skipped, with a reason; the union must be the registry)."""
 from __future__ import annotations
 
 import json
@@ -9,9 +12,13 @@ import re
 
 import pytest
 
+from ntk_ngd import METHODS
 from ntk_ngd.cli import main
 from ntk_ngd.experiments import available
 from ntk_ngd.experiments._base import STATUSES
+
+#: figures whose claims apply to many methods: each must state which registered methods it covered
+REGISTRY_FIGURES = {"isotropy_table", "convergence", "width_scaling", "predictions", "cross_entropy"}
 
 
 def reevaluate(check: dict) -> bool:
@@ -45,5 +52,22 @@ def test_figure_tiny_profile(tmp_path, name, capsys):
         assert check["status"] != "fails" or check.get("finding"), check
         for control in check.get("controls", []):
             assert control["failed"], (check["claim"], control)  # every negative control must fail
+    verdicts = [c for c in record["checks"] if c["status"] != "unpredicted" and c.get("kind") == "evidence"]
+    assert any(c.get("controls") for c in record["checks"]), "a figure needs at least one negative control"
+    for family in {c.get("family", "") for c in verdicts}:
+        rows = [c for c in verdicts if c.get("family", "") == family]
+        assert family, ("every evidence row names its claim family", [c["claim"] for c in rows])
+        assert any(c.get("controls") for c in record["checks"] if c.get("family") == family), (
+            f"claim family {family!r} has no negative control")
+    coverage = record.get("method_coverage", [])
+    if name in REGISTRY_FIGURES:
+        assert coverage, f"{name} must record which registered methods its claims covered"
+    for cov in coverage:
+        covered, skipped = set(cov["covered"]), set(cov["skipped"])
+        assert not covered & skipped, cov
+        assert covered | skipped == set(METHODS), (cov["family"], set(METHODS) - covered - skipped)
+        assert not cov["missing"] and all(cov["skipped"].values()), cov
+        for m in covered:  # a covered method has a row of that family
+            assert any(m in c.get("methods", []) for c in record["checks"] if c.get("family") == cov["family"]), m
     assert code == 0
     assert os.path.exists(tmp_path / "REPORT.md")

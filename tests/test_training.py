@@ -284,7 +284,8 @@ def test_bad_input_raises_value_error():
 # Finite width → infinite-width function-space trajectory (THEORY.md claim 8)
 # ---------------------------------------------------------------------------------------------
 def _deviation_vs_width(activation, methods, widths, depth, seeds, n=8, in_dim=8, steps=10):
-    """Geometric mean over seeds of max_t |loss_t/loss_0 − ||(I − ηΘ_G)^t r_0||²/||r_0||²|.
+    """Per method: (slope of the seed-mean of log D against log M, its standard error from the seeds' own
+    scatter, geometric means), D = max_t |loss_t/loss_0 − ||(I − ηΘ_G)^t r_0||²/||r_0||²|.
 
     Θ_G: the infinite-width kernel of the method (neural-tangents); r_0 = f_0(X) − Y of each finite
     net (so initial-output fluctuations cancel); η = 0.5/α with α = tr(Θ_G)/N (residual halves per
@@ -301,7 +302,7 @@ def _deviation_vs_width(activation, methods, widths, depth, seeds, n=8, in_dim=8
             lr = 0.5 * n / np.trace(K)
             A = np.eye(n) - lr * K
             per_seed = []
-            for seed in range(seeds):
+            for seed in (range(seeds) if isinstance(seeds, int) else seeds):
                 res = training.train(net, net.init(seed), X, Y, method, lr=lr, steps=steps)
                 assert not res.diverged
                 r = res.train_pred[0, :, 0] - Y[:, 0]
@@ -311,23 +312,23 @@ def _deviation_vs_width(activation, methods, widths, depth, seeds, n=8, in_dim=8
                     pred.append(r @ r)
                 pred = np.asarray(pred) / pred[0]
                 per_seed.append(np.max(np.abs(res.train_loss / res.train_loss[0] - pred)))
-            devs.append(float(np.exp(np.mean(np.log(per_seed)))))
-        slope = float(np.polyfit(np.log(widths), np.log(devs), 1)[0])
-        out[method] = (slope, devs)
+            devs.append(np.log(per_seed))
+        logs = np.array(devs)  # widths × seeds
+        x = np.log(np.asarray(widths, float))
+        sxx = float(np.sum((x - x.mean()) ** 2))
+        slope = float(np.sum((x - x.mean()) * (logs.mean(axis=1) - logs.mean())) / sxx)
+        # Monte Carlo error model: SE of the slope of the seed means, from the seeds' own variance per width
+        se = float(np.sqrt(np.sum((x - x.mean()) ** 2 * logs.var(axis=1, ddof=1) / logs.shape[1])) / sxx)
+        out[method] = (slope, se, np.exp(logs.mean(axis=1)))
     return out
 
 
-# Measured (seeds 0..7, widths 128/512/2048, depth 2, N = D = 8; log-log slope of the geometric
-# mean deviation):
-#   relu: exact −0.46, block_diag −0.48, kfac −0.37, gd −0.51      (≈ −1/2)
-#   erf : exact −0.89, block_diag −0.99, kfac −0.72, gd −0.47      (≈ −1 for the preconditioners)
-# 16 seeds: relu −0.46/−0.48/−0.42/−0.47, erf −1.09/−1.07/−0.85/−0.46. Depth 3 (6 seeds, the slow
-# test): relu −0.56/−0.58/−0.48, erf −0.98/−1.03/−0.94. The seed-to-seed scatter of
-# log(deviation) is 0.3–0.6, so one fitted slope has a standard error of ≈ 0.10 (relu), 0.11–0.14
-# (erf) and ≈ 0.14 (gd) at 8 seeds; the bands below are 2–3 standard errors. kfac with erf is
-# shallower over 128–2048 (−0.72..−0.85) and reaches −1 only beyond (depth 2, 16 seeds: local
-# slope −0.97 between M = 8192 and 32768), so its band is asymmetric. The pooled comparison
-# (mean over the three methods: relu −0.44, erf −0.87) has a standard error ≈ 0.08.
+# Error model (fixed before the bands below replaced the old hand-set ones): the slope of the seed means of
+# log D has a standard error SE from the seeds' own scatter (Monte Carlo, computed in _deviation_vs_width);
+# every slope must lie within K_SE·SE of its theory, −1/2 for ReLU and gd, −1 for the preconditioners with a
+# smooth activation. The old K-FAC/erf band (−1.3, −0.6) was widened after measuring −0.72: gone, one band
+# for every method. K-FAC with erf is pre-asymptotic over 128–2048 (docs/THEORY.md#finding-width-scaling);
+# its asymptotic −1 is checked at M = 2048..32768 (slow test below).
 #
 # Why erf gives −1 and not THEORY.md's −1/2: exact, block_diag and kfac have Θ_G(X, X) = α·I at
 # *every* width (test_update_matches_dense_and_gram_form checks the finite-width kernel; it equals the
@@ -337,40 +338,73 @@ def _deviation_vs_width(activation, methods, widths, depth, seeds, n=8, in_dim=8
 # over the M units: O(1/M) (Dyer & Gur-Ari 2019; Huang & Yau 2019). ReLU's kink breaks this: the
 # O(M^{-1/2}) fraction of units whose pre-activation crosses 0 in a step contributes coherently,
 # O(M^{-1/2}). Gradient descent keeps the kernel fluctuation itself, O(M^{-1/2}), for both.
-PRECONDITIONED = ("exact", "block_diag", "kfac")
-RELU_BAND = (-0.75, -0.25)  # −1/2 ± 0.25
-SMOOTH_BAND = {"exact": (-1.3, -0.7), "block_diag": (-1.3, -0.7), "kfac": (-1.3, -0.6)}  # −1 ± 0.3
-GD_BAND = (-0.8, -0.2)  # −1/2 ± 0.3 (gd's scatter is the largest)
+K_SE = 3.0
+THEORY_SLOPE = {"relu": -0.5, "erf": -1.0}
+WIDTHS = (128, 512, 2048)
+#: (method, activation) with a recorded finding that contradicts the claim over these widths (docs/THEORY.md):
+#: expected to fail (strict: a pass would mean the finding is out of date)
+_UNIT_WISE = ("docs/THEORY.md#finding-convergence-band: unit-wise training at rho = 0 leaves the lazy regime "
+              "(near-singular unit blocks make huge parameter steps)")
+FINDINGS = {("unit_wise", "erf"): _UNIT_WISE,
+            ("kfac", "erf"): "docs/THEORY.md#finding-width-scaling: K-FAC with erf is pre-asymptotic below M ~ 8192 "
+                             "(measured -0.72 over 128-2048, SE 0.07)"}
 
 
-def _check_slopes(relu, smooth, gd_control=True):
-    for method in PRECONDITIONED:
-        s_relu, d_relu = relu[method]
-        s_smooth, d_smooth = smooth[method]
-        assert RELU_BAND[0] <= s_relu <= RELU_BAND[1], (method, "relu", s_relu, d_relu)
-        lo, hi = SMOOTH_BAND[method]
-        assert lo <= s_smooth <= hi, (method, "erf", s_smooth, d_smooth)
-        assert d_relu[-1] < d_relu[0] and d_smooth[-1] < d_smooth[0]
-    pooled_relu = np.mean([relu[m][0] for m in PRECONDITIONED])
-    pooled_smooth = np.mean([smooth[m][0] for m in PRECONDITIONED])
-    assert pooled_smooth < pooled_relu - 0.25, (pooled_smooth, pooled_relu)
-    if gd_control:
-        for name, res in (("relu", relu), ("erf", smooth)):
-            assert GD_BAND[0] <= res["gd"][0] <= GD_BAND[1], ("gd", name, res["gd"])
+def _isotropic_at_every_width() -> list[str]:
+    """The registered methods (no options needed, not residual-dependent or random) whose training kernel at θ₀ is
+    predicted α·I with the *same* α at a finite width and at infinite width (erf): the claim's premise."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((8, 8)), rng.standard_normal((8, 1))
+    net = mlp(depth=2, width=128, in_dim=8, out_dim=1, activation="erf")
+    out = []
+    for spec in ntk_ngd.methods.registered():
+        if spec.random or spec.needs_residual or spec.example_options or spec.finite_width_only:
+            continue
+        finite, infinite = (ntk_ngd.predict(net, X, spec.name, params=p, targets=Y) for p in (net.init(0), None))
+        if finite.isotropic and infinite.isotropic and abs(finite.alpha - infinite.alpha) <= 1e-12 * infinite.alpha:
+            out.append(spec.name)
+    return out
 
 
-def test_finite_width_training_approaches_infinite_width_trajectory():
-    methods = ("exact", "block_diag", "kfac", "gd")
-    widths = (128, 512, 2048)
-    relu = _deviation_vs_width("relu", methods, widths, depth=2, seeds=8)
-    smooth = _deviation_vs_width("erf", methods, widths, depth=2, seeds=8)
-    _check_slopes(relu, smooth)
+def _params(methods):
+    """(method, activation) pairs, those with a recorded finding marked as expected failures."""
+    return [pytest.param(m, a, marks=pytest.mark.xfail(strict=True, reason=FINDINGS[(m, a)])) if (m, a) in FINDINGS
+            else (m, a) for m in methods for a in THEORY_SLOPE]
+
+
+def _within(res, theory):
+    slope, se, devs = res
+    return abs(slope - theory) <= K_SE * se and devs[-1] < devs[0]
+
+
+def _check_method(method, activation, depth, seeds):
+    res = _deviation_vs_width(activation, (method,), WIDTHS, depth=depth, seeds=seeds)[method]
+    assert _within(res, THEORY_SLOPE[activation]), (activation, res)
+
+
+@pytest.mark.parametrize("method, activation", _params(_isotropic_at_every_width()))
+def test_finite_width_training_approaches_infinite_width_trajectory(method, activation):
+    _check_method(method, activation, depth=2, seeds=8)
+
+
+def test_gradient_descent_keeps_the_kernel_fluctuation():
+    """Control of the erf claim: gd's kernel Θ/N fluctuates at θ₀, so it stays at −1/2 for a smooth activation."""
+    for activation in THEORY_SLOPE:
+        res = _deviation_vs_width(activation, ("gd",), WIDTHS, depth=2, seeds=8)["gd"]
+        assert _within(res, -0.5), (activation, res)
+        assert not _within(res, -1.0) or activation == "relu", (activation, res)
 
 
 @pytest.mark.slow
-def test_finite_width_training_approaches_infinite_width_trajectory_depth3():
-    methods = ("exact", "block_diag", "kfac")
-    widths = (128, 512, 2048)
-    relu = _deviation_vs_width("relu", methods, widths, depth=3, seeds=6)
-    smooth = _deviation_vs_width("erf", methods, widths, depth=3, seeds=6)
-    _check_slopes(relu, smooth, gd_control=False)
+def test_kfac_erf_reaches_minus_one_at_large_width():
+    """THEORY.md: K-FAC with erf reaches the smooth-activation slope −1 only at M ≳ 8192 (depth 2, one hidden
+    layer, so M = 32768 is cheap). Same error model: within 3 SE of −1 from the run's own seeds (measured
+    −1.05 ± 0.07 over M = 2048–32768, 8 seeds, 2 CPU cores: ~30 s)."""
+    slope, se, devs = _deviation_vs_width("erf", ("kfac",), (2048, 8192, 32768), depth=2, seeds=8)["kfac"]
+    assert abs(slope + 1.0) <= K_SE * se, (slope, se, devs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, activation", _params(_isotropic_at_every_width()))
+def test_finite_width_training_approaches_infinite_width_trajectory_depth3(method, activation):
+    _check_method(method, activation, depth=3, seeds=6)

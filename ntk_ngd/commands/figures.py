@@ -12,7 +12,7 @@ from ._common import add_profile_flags
 def register(sub) -> None:
     p = sub.add_parser("figures", help="regenerate the figures, their JSON data and REPORT.md",
                        description="Run the experiments behind every figure. Each writes OUT/NAME.png and "
-                       "OUT/NAME.json; the run writes OUT/REPORT.md with every claim's PASS/FAIL.")
+                       "OUT/NAME.json; the run writes OUT/REPORT.md with every claim's status and controls.")
     add_profile_flags(p, quick="minutes on a laptop CPU (default)", full="paper-scale widths and N (about an hour)",
                       tiny="smoke-test sizes")
     p.add_argument("--only", nargs="+", metavar="NAME", help=f"subset of: {', '.join(available())}")
@@ -34,5 +34,6 @@ def run(args) -> int:
                      "wall_time_s": r.wall_time, "checks": [c.as_dict() for c in r.checks]} for r in results],
     }
     emit(args, payload, f"{len(results)} figure(s) in {total:.0f} s; report: {report}"
-         + (f"; FAILED: {', '.join(failed)}" if failed else "; all claims PASS"))
+         + (f"; FAILED (a fails row without a finding, a control that passed, or a missing method): "
+            f"{', '.join(failed)}" if failed else "; every fails row is a recorded finding, every control failed"))
     return 1 if failed else 0

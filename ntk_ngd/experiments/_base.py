@@ -42,7 +42,10 @@ class Check:
     that fixed it (before the run), the status, and the negative controls.
 
     ``finding``: for a "fails" row, the docs/THEORY.md anchor that records it as a finding (a "fails" row
-    without one is a bug). ``calibration``: seeds a data-driven band was calibrated on and judged on."""
+    without one is a bug). ``calibration``: seeds a data-driven band was calibrated on and judged on.
+    ``family``: the claim family the row belongs to (each family of a figure carries at least one negative
+    control); ``methods``: the registered methods the row checks (the figure's method coverage is read from
+    these, :class:`Coverage`)."""
 
     claim: str
     measured: float
@@ -54,6 +57,8 @@ class Check:
     kind: str = "evidence"
     finding: str = ""
     calibration: dict | None = None
+    family: str = ""
+    methods: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -69,15 +74,23 @@ class Check:
     def with_controls(self, *controls: Control) -> "Check":
         return dataclasses.replace(self, controls=self.controls + tuple(controls))
 
+    def about(self, family: str, *methods: str) -> "Check":
+        """The same row tagged with its claim family and the methods it checks."""
+        return dataclasses.replace(self, family=family, methods=tuple(methods))
+
     def as_dict(self) -> dict:
         out = {"claim": self.claim, "measured": _number(self.measured), "theory": self.theory,
                "tolerance": self.tolerance, "status": self.status, "passed": self.passed,
                "error_model": self.error_model, "kind": self.kind,
                "controls": [c.as_dict() for c in self.controls]}
-        if self.finding:
+        if self.finding and self.status == "fails":  # the THEORY.md finding is linked where the row fails
             out["finding"] = self.finding
         if self.calibration is not None:
             out["calibration"] = self.calibration
+        if self.family:
+            out["family"] = self.family
+        if self.methods:
+            out["methods"] = list(self.methods)
         return out
 
 
@@ -114,16 +127,19 @@ def within(measured, lo, hi) -> bool:
 
 
 def check_close(claim: str, measured: float, theory: float, rel_tol: float, *, error_model: str = "",
-                expect: str = "holds", controls=(), kind: str = "evidence", finding: str = "") -> Check:
+                expect: str = "holds", controls=(), kind: str = "evidence", finding: str = "",
+                calibration: dict | None = None) -> Check:
     """|measured − theory| ≤ rel_tol·|theory| (absolute when theory = 0)."""
     return Check(claim, float(measured), float(theory), f"rel. error <= {rel_tol:g}",
-                 _status(close(measured, theory, rel_tol), expect), error_model, tuple(controls), kind, finding)
+                 _status(close(measured, theory, rel_tol), expect), error_model, tuple(controls), kind, finding,
+                 calibration)
 
 
 def check_below(claim: str, measured: float, bound: float, theory: float | str = 0.0, *, error_model: str = "",
-                expect: str = "holds", controls=(), kind: str = "evidence", finding: str = "") -> Check:
+                expect: str = "holds", controls=(), kind: str = "evidence", finding: str = "",
+                calibration: dict | None = None) -> Check:
     return Check(claim, float(measured), theory, f"<= {bound:g}", _status(below(measured, bound), expect),
-                 error_model, tuple(controls), kind, finding)
+                 error_model, tuple(controls), kind, finding, calibration)
 
 
 def check_range(claim: str, measured: float, lo: float, hi: float, theory: float | str, *, error_model: str = "",
@@ -136,6 +152,129 @@ def check_range(claim: str, measured: float, lo: float, hi: float, theory: float
 def unpredicted(claim: str, measured: float, note: str = "theory silent") -> Check:
     """A number the theory makes no statement about: shown, no verdict."""
     return Check(claim, float(measured), note, "-", "unpredicted")
+
+
+def identity(check: Check) -> Check:
+    """The same row labelled "identity (sanity)": its measured side reuses the theory side's formula or helper,
+    so it is shown but not counted as evidence."""
+    return dataclasses.replace(check, kind="identity (sanity)")
+
+
+# ---------------------------------------------------------------------------------------------
+# log-log slopes with a band calibrated on other seeds
+# ---------------------------------------------------------------------------------------------
+def pooled_sigma(log_values) -> float:
+    """Standard deviation across seeds (columns) of log values, pooled over the widths (rows), ddof 1."""
+    import numpy as np
+
+    return float(np.sqrt(np.mean(np.var(np.asarray(log_values, float), axis=1, ddof=1))))
+
+
+def slope_and_se(widths, log_values, sigma) -> tuple[float, float]:
+    """Least-squares slope of the seed mean of ``log_values`` (widths × seeds) against log M, and its standard
+    error σ/√(J·Sxx) (J seeds, Sxx = Σ(log M − mean)²) for a per-seed scatter σ."""
+    import numpy as np
+
+    x = np.log(np.asarray(widths, float))
+    y = np.mean(np.asarray(log_values, float), axis=1)
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    return float(np.sum((x - x.mean()) * (y - y.mean())) / sxx), float(sigma / np.sqrt(np.shape(log_values)[1] * sxx))
+
+
+def check_slope(claim: str, widths, log_calibration, log_judged, theory: float, *, k_se: float = 3.0,
+                resolution: float | None = None, seeds=None, finding: str = "", what: str = "log D") -> Check:
+    """A log-log slope against ``theory`` with a band calibrated on other seeds: σ of the per-seed ``log_judged``
+    values is estimated from ``log_calibration`` (widths × calibration seeds), the slope of the judged seeds'
+    mean has SE σ/√(J·Sxx), band theory ± k_se·SE. With ``resolution``: a band wider than it cannot tell the
+    candidate exponents apart and the row is ``unpredicted`` ("unresolved"). Negative control: the same slope
+    with the widths in reverse order. ``seeds``: (calibration seeds, judged seeds), stored in ``calibration``."""
+    import numpy as np
+
+    widths = np.asarray(widths, float)
+    finite = bool(np.all(np.isfinite(log_calibration)) and np.all(np.isfinite(log_judged)))
+    if not finite:  # a run diverged: the claim (the deviation falls with M) fails there; show the finite widths
+        ok = np.all(np.isfinite(log_calibration), axis=1) & np.all(np.isfinite(log_judged), axis=1)
+        note = ", ".join(f"{w:g}" for w in widths[~ok])
+        if ok.sum() >= 2:
+            rest, _ = slope_and_se(widths[ok], np.asarray(log_judged)[ok], 0.0)
+            note += f"; slope over the other widths {rest:.3g}"
+        return Check(f"{claim} [runs diverged at M = {note}]", float("nan"), theory, "-", "fails",
+                     "a run diverged (non-finite deviation)", finding=finding)
+    sigma = pooled_sigma(log_calibration)
+    slope, se = slope_and_se(widths, log_judged, sigma)
+    lo, hi = theory - k_se * se, theory + k_se * se
+    calibration = {"sigma_" + what.replace(" ", "_"): sigma, "slope_se": se, "k_se": k_se}
+    if seeds is not None:
+        calibration.update(calibration_seeds=list(seeds[0]), judged_seeds=list(seeds[1]))
+    if resolution is not None and k_se * se > resolution:
+        return dataclasses.replace(
+            unpredicted(claim, slope, f"unresolved: {k_se:g} SE = {k_se * se:.2g} > {resolution:g} (theory {theory:g})"),
+            calibration=calibration)
+    reversed_slope, _ = slope_and_se(widths[::-1], log_judged, sigma)
+    return check_range(claim, slope, lo, hi, theory, calibration=calibration, finding=finding,
+                       error_model=f"Monte Carlo: {k_se:g} SE of the judged slope, sigma of {what} from calibration seeds",
+                       controls=[control_range("the same slope with the widths in reverse order", reversed_slope, lo, hi)])
+
+
+# ---------------------------------------------------------------------------------------------
+# which registered methods a claim family covers (every method list derives from the registry)
+# ---------------------------------------------------------------------------------------------
+def random_reason(spec) -> str | None:
+    """Skip reason for a random method (its Θ_G changes with the draw of model samples)."""
+    return ("random: Θ_G depends on the draw of model samples (its step statistics are checked in figures "
+            "ef_vs_ief and fisher_variance)") if spec.random else None
+
+
+def infinite_width_reason(spec) -> str | None:
+    """Skip reason for a method without an infinite-width limit (the registry's own words)."""
+    return f"finite_width_only: {spec.finite_width_only}" if spec.finite_width_only else None
+
+
+def loss_reason(spec, loss: str) -> str | None:
+    return next((f"unsupported loss {loss!r}: {why}" for name, why in spec.unsupported_losses if name == loss), None)
+
+
+def first_reason(*reasons: str | None) -> str | None:
+    return next((r for r in reasons if r), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Coverage:
+    """The registered methods a claim family applies to (``skipped``: method → reason, read from the
+    method's registry attributes, for the others). Which methods it *covers* is read from the checks
+    tagged with this family (:meth:`Check.about`), so a method that applies but got no row shows up as
+    missing in :meth:`as_dict` (the smoke test fails on it)."""
+
+    family: str
+    skipped: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, family: str, reason=lambda spec: None) -> "Coverage":
+        from .. import methods
+
+        skipped = tuple((m.name, r) for m in methods.registered() if (r := reason(m)))
+        return cls(family, skipped)
+
+    def skip(self, name: str, reason: str) -> "Coverage":
+        """The same family with ``name`` skipped for ``reason`` (what the method itself raised on these data)."""
+        return dataclasses.replace(self, skipped=self.skipped + ((name, reason),))
+
+    def applies(self) -> tuple:
+        """The :class:`~ntk_ngd.methods.Method` objects this family applies to, in registry order."""
+        from .. import methods
+
+        skip = dict(self.skipped)
+        return tuple(m for m in methods.registered() if m.name not in skip)
+
+    def as_dict(self, checks) -> dict:
+        from .. import methods
+
+        covered = {m for c in checks if c.family == self.family for m in c.methods}
+        skip = dict(self.skipped)
+        return {"family": self.family,
+                "covered": [m for m in methods.names() if m in covered],
+                "skipped": skip,
+                "missing": [m for m in methods.names() if m not in covered and m not in skip]}
 
 
 def control_close(description: str, measured, theory, rel_tol) -> Control:
@@ -158,11 +297,15 @@ class ExperimentResult:
     checks: list[Check]
     summary: str
     wall_time: float
+    coverage: tuple[Coverage, ...] = ()
 
     @property
     def passed(self) -> bool:
-        """No check failed without a recorded finding (``fails`` rows with a docs/THEORY.md finding are results)."""
-        return all(c.status != "fails" or c.finding for c in self.checks)
+        """No check failed without a recorded finding (``fails`` rows with a docs/THEORY.md finding are results),
+        every control failed, and no registered method is missing from a claim family it applies to."""
+        return (all(c.status != "fails" or c.finding for c in self.checks)
+                and all(k.failed for c in self.checks for k in c.controls)
+                and not any(cov.as_dict(self.checks)["missing"] for cov in self.coverage))
 
 
 class Timer:

@@ -39,12 +39,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import datasets, dense, plotting
+from .. import datasets, dense, methods, plotting
 from ..dynamics import simulate
 from ..function_space import method_kernels
 from ..kernels import layer_kernels
 from ..networks import mlp
-from ._base import progress as _progress, single_thread_blas as _single_thread_blas, ExperimentResult, check_below, check_close, check_range
+from ._base import (ExperimentResult, check_below, check_close, check_range, control_below, control_close,
+                    control_range, identity, progress as _progress, single_thread_blas as _single_thread_blas,
+                    unpredicted)
 
 PROFILES = {
     "tiny": {"n": 8, "n_test": 4, "in_dim": 4, "depth": 3, "width": 64, "steps": 12, "seed": 0,
@@ -59,6 +61,19 @@ PROFILES = {
 }
 
 TOL = 1e-8
+def _inverse(r):
+    return 1 / r
+
+
+def _identity(r):
+    return r
+
+
+#: the per-sample training-point step per unit η that claims 5, 6 and 1 give (C = 1, ρ = 0): Δf/(−η)
+STEP_THEORY = {"ef": _inverse, "ief": _identity, "exact": _identity}
+#: the methods whose step is −ηr: one step at η = 1 reaches zero loss
+ZERO_LOSS = tuple(m for m, f in STEP_THEORY.items() if f is _identity)
+FP_MODEL = "floating point: kappa*eps of the Gram solves, kappa <= 1e6: tolerance 1e-8"
 #: Below this the loss is drawn at the floor on the log axis (exact/iEF reach ~1e-31 in one step).
 LOSS_FLOOR = 1e-32
 #: SF drift: steps are used while max|r|/min|r| <= DRIFT_SPREAD and min|r| >= DRIFT_FLOOR.
@@ -171,26 +186,35 @@ def _run(config, out_dir):
     r_fin = (np.asarray(net.apply(params, X)) - Y).reshape(-1)
     steps_a = {}
     for tag, prm, r in (("inf", None, r_inf), ("finite", params, r_fin)):
-        for m in ("ef", "ief", "exact"):
-            kern = method_kernels(net, X, m, params=prm, residual=r[:, None] if m != "exact" else None,
+        for m in STEP_THEORY:
+            kern = method_kernels(net, X, m, params=prm, residual=r[:, None] if methods.get(m).needs_residual else None,
                                   X_test=X_test if (m == "ef" and tag == "inf") else None)
             K = np.asarray(kern.train)
             steps_a[(tag, m)] = -(K @ r) if K.shape[0] == n else None
             if m == "ef" and tag == "inf":
                 ef_test_step = -(np.asarray(kern.test) @ r)
-        errs = {m: _errors(steps_a[(tag, m)], -1 / r if m == "ef" else -r) for m in ("ef", "ief", "exact")}
+        errs = {m: _errors(steps_a[(tag, m)], -f(r)) for m, f in STEP_THEORY.items()}
+        # control: each step against the other claim's formula (EF's against −ηr, the others against −η/r)
+        swapped = {m: _errors(steps_a[(tag, m)], -STEP_THEORY["ief" if m == "ef" else "ef"](r))[0] for m in STEP_THEORY}
         label = "infinite width" if tag == "inf" else f"width M={width}"
         th_tag = theta if tag == "inf" else np.asarray(layer_kernels(net, X, params=params).total_ntk)
         w_tol, w_cond = _weighted_tol(th_tag, r**2)  # EF's Q^{1/2}ΘQ^{1/2} = iEF's Gram RΘR
+        model = "floating point: max(1e-8, eps*cond(R Theta R)), the forward-error scale of the weighted solve"
         checks += [
             check_below(f"EF step == -eta/r_n on training points ({label}; cond(R Theta R) = {w_cond:.1e}), "
-                        f"||err||/||step|| (max per-sample rel. error {errs['ef'][1]:.1e})", errs["ef"][0], w_tol),
+                        f"||err||/||step|| (max per-sample rel. error {errs['ef'][1]:.1e})", errs["ef"][0], w_tol,
+                        error_model=model, controls=[control_below("EF's step against iEF's theory -eta r_n",
+                                                                   swapped["ef"], w_tol)]).about("EF step (claim 5)", "ef"),
             check_below(f"iEF step == -eta r_n on training points ({label}; cond(R Theta R) = {w_cond:.1e}), "
-                        f"||err||/||step|| (max per-sample rel. error {errs['ief'][1]:.1e})", errs["ief"][0], w_tol),
+                        f"||err||/||step|| (max per-sample rel. error {errs['ief'][1]:.1e})", errs["ief"][0], w_tol,
+                        error_model=model, controls=[control_below("iEF's step against EF's theory -eta/r_n",
+                                                                   swapped["ief"], w_tol)]).about("iEF step (claim 6)", "ief"),
             check_below(f"exact NG step == -eta r_n ({label}), ||err||/||step|| (max per-sample rel. error "
-                        f"{errs['exact'][1]:.1e})", errs["exact"][0], TOL),
+                        f"{errs['exact'][1]:.1e})", errs["exact"][0], TOL, error_model=FP_MODEL,
+                        controls=[control_below("exact NG's step against EF's theory -eta/r_n", swapped["exact"], TOL)])
+            .about("exact NG step (claim 1)", "exact"),
         ]
-        data[f"step_{tag}"] = {"residual": r, **{m: steps_a[(tag, m)] for m in ("ef", "ief", "exact")},
+        data[f"step_{tag}"] = {"residual": r, **{m: steps_a[(tag, m)] for m in STEP_THEORY},
                                **{f"{m}_norm_rel_error": e[0] for m, e in errs.items()},
                                **{f"{m}_max_rel_error": e[1] for m, e in errs.items()},
                                "cond_weighted_gram": w_cond, "tolerance": w_tol}
@@ -199,20 +223,33 @@ def _run(config, out_dir):
     ef_test_err = np.max(np.abs(ef_test_step - ef_test_theory)) / np.max(np.abs(ef_test_theory))
     ef_tol, ef_cond = _weighted_tol(theta, r_inf**2)
     data["ef_test_step"] = {"library": ef_test_step, "numpy": ef_test_theory, "rel_error": ef_test_err}
+    ng_test = -(_nt_ntk(net, X_test, X) @ np.linalg.solve(theta, r_inf))
     checks.append(check_below("EF step on test points == -eta Theta(x',X) Theta^-1 (1/r) (NT kernel_fn, numpy), "
-                              f"rel. error (cond(K~) = {ef_cond:.1e})", ef_test_err, ef_tol))
+                              f"rel. error (cond(K~) = {ef_cond:.1e})", ef_test_err, ef_tol,
+                              error_model="floating point: max(1e-8, eps*cond(K~))",
+                              controls=[control_below("the library's EF test step against exact NG's "
+                                                      "Theta(x',X) Theta^-1 r", np.max(np.abs(ef_test_step - ng_test))
+                                                      / np.max(np.abs(ng_test)), ef_tol)])
+                  .about("EF step (claim 5)", "ef"))
     # SF at rho = 0: −η r / mean(ε²)
     for k in config["sf_samples"]:
         K = np.asarray(method_kernels(net, X, "sf", samples=k, seed=0).train)
         q = _sf_q(n, k, 0)
         err, err_max = _errors(-(K @ r_inf), -r_inf / q)
         sf_tol, sf_cond = _weighted_tol(theta, q)
+        other = _errors(-(K @ r_inf), -r_inf / _sf_q(n, k, 1))[0]
         data[f"sf_k{k}_step_errors"] = {"norm_rel": err, "max_rel": err_max, "cond": sf_cond}
         checks.append(check_below(f"SF k={k} step == -eta r_n / mean_k(eps_n^2) (infinite width; cond(K~) = "
-                                  f"{sf_cond:.1e}), ||err||/||step|| (max per-sample rel. error {err_max:.1e})", err, sf_tol))
-    ef_inf = np.abs(steps_a[("inf", "ef")])
+                                  f"{sf_cond:.1e}), ||err||/||step|| (max per-sample rel. error {err_max:.1e})", err, sf_tol,
+                                  error_model="floating point: max(1e-8, eps*cond(K~))",
+                                  controls=[control_below("against the draw of seed 1 instead of seed 0", other, sf_tol)])
+                      .about("SF step (claim 7)", "sf"))
+    ef_inf, ief_inf = np.abs(steps_a[("inf", "ef")]), np.abs(steps_a[("inf", "ief")])
     checks.append(check_close("EF's largest |step| is at the smallest |r_n|: |r| at argmax |step| vs min |r|",
-                              abs(r_inf[np.argmax(ef_inf)]), np.min(np.abs(r_inf)), 0.0))
+                              abs(r_inf[np.argmax(ef_inf)]), np.min(np.abs(r_inf)), 0.0,
+                              error_model="exact: an index comparison",
+                              controls=[control_close("iEF's largest |step|", abs(r_inf[np.argmax(ief_inf)]),
+                                                      np.min(np.abs(r_inf)), 0.0)]).about("EF step (claim 5)", "ef"))
 
     # ---- (b) loss curves ------------------------------------------------------------------
     curves = {}
@@ -224,23 +261,34 @@ def _run(config, out_dir):
         curves[key] = {"loss": res.train_loss, "lr": res.lr, "lr_rule": res.lr_rule, "diverged": res.diverged,
                        "residual": res.train_pred[:, :, 0] - Y[None, :, 0]}
     data["loss_curves"] = {k: {kk: v for kk, v in c.items() if kk != "residual"} for k, c in curves.items()}
-    for m in ("exact", "ief"):
+    for m in ZERO_LOSS:
         res = simulate(net, X, Y, m, steps=1, lr=1.0)
         ratio = res.train_loss[1] / res.train_loss[0]
+        short = simulate(net, X, Y, m, steps=1, lr=0.9)
         data[f"{m}_one_step_loss_ratio"] = ratio
-        checks.append(check_below(f"{m}: loss after 1 step at lr = 1 / initial loss", ratio, 1e-20))
+        checks.append(check_below(f"{m}: loss after 1 step at lr = 1 / initial loss", ratio, 1e-20,
+                                  error_model="floating point: residual ~ kappa*eps = 1e-10, loss ~ 1e-20",
+                                  controls=[control_below("the same at lr = 0.9", short.train_loss[1] /
+                                                          short.train_loss[0], 1e-20)])
+                      .about("one step at lr = 1 reaches zero loss", m))
     # SF drift of log|r_n| per step vs E log|1 - k/chi2_k|
     drift = {}
+    theories = {k: _sf_drift_theory(k) for k in config["sf_samples"]}
     for k in config["sf_samples"]:
-        mean_th, sd_th = _sf_drift_theory(k)
+        mean_th, sd_th = theories[k]
         logs = np.concatenate([_sf_step_logs(c["residual"]) for key, c in curves.items()
                                if key.startswith(f"sf_k{k}_")])
         tol = 4 * sd_th / np.sqrt(logs.size)  # 4 standard errors of a mean of i.i.d. per-step samples
         drift[k] = {"measured": float(np.mean(logs)), "theory": mean_th, "theory_std": sd_th,
                     "samples": int(logs.size), "tolerance": tol}
+        other = theories[next((j for j in config["sf_samples"] if j != k), k)][0]
         checks.append(check_range(f"SF k={k}: mean of log|r_n(t+1)/r_n(t)| over {logs.size} sample-steps (eta = 1) "
                                   "vs E log|1 - k/chi2_k| (quadrature; tolerance 4 std. errors)",
-                                  np.mean(logs), mean_th - tol, mean_th + tol, mean_th))
+                                  np.mean(logs), mean_th - tol, mean_th + tol, mean_th,
+                                  error_model="Monte Carlo: 4 standard errors of the mean (sd from the quadrature)",
+                                  controls=[control_range("the same mean against the other k's drift",
+                                                          other, mean_th - tol, mean_th + tol)])
+                      .about("SF random walk of log|r_n| (claim 7)", "sf"))
     data["sf_drift"] = drift
 
     # ---- (c) damping robustness -----------------------------------------------------------
@@ -255,7 +303,7 @@ def _run(config, out_dir):
         ref_r = ref if r is r_inf else 0.1 * ref  # exact undamped step for this residual (linear in r)
         for rho in rhos:
             opts = {"samples": sf[0], "seed": sf[1]} if sf else {}
-            K = np.asarray(method_kernels(net, X, m, damping=rho, residual=r[:, None] if m in ("ef", "ief") else None,
+            K = np.asarray(method_kernels(net, X, m, damping=rho, residual=r[:, None] if methods.get(m).needs_residual else None,
                                           **opts).train)
             lib.append(_cos(-(K @ r), ref_r))
             q = _sf_q(n, *sf) if sf else None
@@ -264,46 +312,79 @@ def _run(config, out_dir):
         cos_lib[key], cos_np[key] = np.array(lib), np.array(ref_np)
     cos_diff = max(np.max(np.abs(cos_lib[k] - cos_np[k])) for k in cos_lib)
     checks.append(check_below("cosine vs damping: library kernels vs numpy formulas on NT's kernel_fn, max |diff|",
-                              cos_diff, 1e-8))
+                              cos_diff, 1e-8, error_model=FP_MODEL,
+                              controls=[control_below("the library's EF cosines against the numpy iEF formula",
+                                                      float(np.max(np.abs(cos_lib["ef"] - cos_np["ief"]))), 1e-8)])
+                  .about("damped steps: Gram form = numpy push-through", "exact", "ef", "ief", "sf"))
     data["cosine"] = {"dampings": rhos, "library": cos_lib, "numpy": cos_np}
     i0 = 0  # smallest damping on the grid
-    sf_mean = {k: float(np.mean([cos_lib[f"sf_k{k}_seed{s}"][i0] for s in range(config["sf_seeds"])]))
-               for k in config["sf_samples"]}
+    per_seed = {k: np.array([cos_lib[f"sf_k{k}_seed{s}"][i0] for s in range(config["sf_seeds"])])
+                for k in config["sf_samples"]}
+    sf_mean = {k: float(v.mean()) for k, v in per_seed.items()}
     k_lo, k_hi = min(config["sf_samples"]), max(config["sf_samples"])
-    checks.append(check_range(f"SF: mean cos (over {config['sf_seeds']} seeds) at rho={rhos[i0]:g}, k={k_hi} minus k={k_lo}",
-                              sf_mean[k_hi] - sf_mean[k_lo], 1e-12, 1.0, "> 0"))
+    se = float(np.sqrt(sum(np.var(per_seed[k], ddof=1) / per_seed[k].size for k in (k_lo, k_hi))))
+    checks.append(check_range(f"SF: mean cos (over {config['sf_seeds']} seeds) at rho={rhos[i0]:g}, k={k_hi} minus k={k_lo} "
+                              f"(more samples align better: the scatter is (2k+8)/((k-2)(k-4)), infinite for k <= 4)",
+                              sf_mean[k_hi] - sf_mean[k_lo], 3 * se, 2.0, "> 0",
+                              error_model="Monte Carlo: above 3 standard errors of the difference (seed scatter)",
+                              controls=[control_range(f"k={k_lo} minus k={k_hi}", sf_mean[k_lo] - sf_mean[k_hi], 3 * se,
+                                                      2.0)]).about("SF alignment grows with k (claim 7)", "sf"))
     # iEF: identity with exact NG under per-sample damping λ / r_n²
     ident = 0.0
     for rho in rhos:
         D = np.diag(rho / r_inf**2)
         alt = theta @ np.linalg.solve(theta + D, r_inf)
         ident = max(ident, np.max(np.abs(_np_step("ief", theta, r_inf, n, rho) - alt)) / np.max(np.abs(r_inf)))
+    wrong_power = max(np.max(np.abs(_np_step("ief", theta, r_inf, n, rho)
+                                    - theta @ np.linalg.solve(theta + np.diag(rho / np.abs(r_inf)), r_inf)))
+                      for rho in rhos) / np.max(np.abs(r_inf))
     checks.append(check_below("iEF(lambda) == exact NG with per-sample damping lambda/r_n^2 "
-                              "(Theta (Theta + D)^-1 r), max rel. diff over the grid", ident, TOL))
+                              "(Theta (Theta + D)^-1 r), max rel. diff over the grid", ident, TOL, error_model=FP_MODEL,
+                              controls=[control_below("with per-sample damping lambda/|r_n| (wrong power)", wrong_power,
+                                                      TOL)]).about("iEF damping acts as lambda/r_n^2", "ief"))
     lam_b = 0.1 * np.linalg.eigvalsh(theta)[0] * np.min(r_inf**2)
     K = np.asarray(method_kernels(net, X, "ief", damping=lam_b, residual=r_inf[:, None]).train)
     checks.append(check_range(f"iEF cos at lambda = 0.1 lambda_min(Theta) min r^2 = {lam_b:.1e} (bound sqrt(1-0.1^2))",
-                              _cos(-(K @ r_inf), ref), np.sqrt(1 - 0.01), 1.0 + 1e-12, float(np.sqrt(0.99))))
+                              _cos(-(K @ r_inf), ref), np.sqrt(1 - 0.01), 1.0 + 1e-12, float(np.sqrt(0.99)),
+                              error_model="exact bound ||df - r|| <= eps ||r|| for lambda <= eps lambda_min min r^2",
+                              controls=[control_range(f"iEF at the largest damping on the grid, rho = {rhos[-1]:g}, where "
+                                                      "the bound does not apply", cos_lib["ief"][-1], np.sqrt(1 - 0.01),
+                                                      1.0 + 1e-12)]).about("iEF damping acts as lambda/r_n^2", "ief"))
+    shift = _grid_shift(rhos, 100.0)
+    w_tol_inf = data["step_inf"]["tolerance"]
+    scaled = [abs(cos_lib["ief_small_r"][i] - cos_lib["ief"][j]) for i, j in shift]
+    scaled_10 = [abs(cos_lib["ief_small_r"][i] - cos_lib["ief"][j]) for i, j in _grid_shift(rhos, 10.0)]
+    if shift:
+        checks.append(check_below(
+            "iEF with the residual x0.1 at damping rho == iEF at 100 rho (lambda/r^2 is what acts), max |cos diff| "
+            f"over {len(shift)} grid pairs", max(scaled), w_tol_inf,
+            error_model="floating point: max(1e-8, eps*cond(R Theta R))",
+            controls=[control_below("against 10 rho instead of 100 rho", max(scaled_10), w_tol_inf)] if scaled_10
+            else ()).about("iEF damping acts as lambda/r_n^2", "ief"))
     rho_sel = [i for i, x in enumerate(rhos) if x <= 1e-4 * (1 + 1e-9)]
     ief_min = float(np.min(cos_lib["ief"][rho_sel]))
     ief_small_min = float(np.min(cos_lib["ief_small_r"][rho_sel]))
-    rho99 = {name: _last_above(rhos, cos_lib[name], 0.99) for name in ("exact", "ief", "ief_small_r", "ef")}
+    rho99 = {name: _last_above(rhos, cos_lib[name], 0.99) for name in cos_lib if not name.startswith("sf")}
     data["ief_damping"] = {"min_cos_rho_le_1e-4": ief_min, "min_cos_rho_le_1e-4_residual_x0.1": ief_small_min,
                            "largest_rho_with_cos_ge_0.99": rho99, "bound_lambda": lam_b}
     rms = float(np.sqrt(np.mean(r_inf**2)))
-    checks.append(check_range(f"iEF cos with exact NG >= 0.99 for every rho <= 1e-4 at this residual scale "
-                              f"(rms r = {rms:.2g}, min |r| = {np.min(np.abs(r_inf)):.1e}), min over the grid",
-                              ief_min, 0.99, 1.0 + 1e-12, ">= 0.99"))
-    checks.append(check_range("breaking case: iEF with residual x0.1 (later in training), min cos over rho <= 1e-4",
-                              ief_small_min, -1.0, 0.99, "< 0.99 (damping acts as lambda/r^2)"))
+    checks.append(unpredicted(f"iEF min cos with exact NG over rho <= 1e-4 at this residual scale (rms r = {rms:.2g}, "
+                              f"min |r| = {np.min(np.abs(r_inf)):.1e})", ief_min,
+                              "no bound applies there (lambda >> lambda_min min r^2); shown").about("iEF robustness", "ief"))
+    checks.append(unpredicted("iEF with residual x0.1 (later in training): min cos over rho <= 1e-4", ief_small_min,
+                              "shown; the x100 shift is checked exactly above").about("iEF robustness", "ief"))
 
     # ---- (d) gamma ratio two ways on a small net ------------------------------------------
     gam = _gamma_two_ways(config["small"], rhos, seed)
     data["gamma_small_net"] = gam
     checks.append(check_below("gamma(v)/gamma(v_NG): function-space ||df|| ||r|| / (-r.df) (Gram form) vs "
-                              "dense.fisher_efficiency_ratio(parameter_update), max rel. diff", gam["max_rel_diff"], TOL))
-    checks.append(check_range("gamma ratio >= 1 (Cauchy-Schwarz), min over methods and dampings (dense)",
-                              gam["min_ratio"], 1 - 1e-10, np.inf, ">= 1"))
+                              "dense.fisher_efficiency_ratio(parameter_update), max rel. diff", gam["max_rel_diff"], TOL,
+                              error_model=FP_MODEL,
+                              controls=[control_below("each method's function-space gamma against the next method's "
+                                                      "dense gamma", gam["max_rel_diff_shifted"], TOL)])
+                  .about("gamma ratio two ways (claim 7b)", "exact", "ef", "ief", "sf"))
+    checks.append(identity(check_range("gamma ratio >= 1 (Cauchy-Schwarz), min over methods and dampings (dense)",
+                                       gam["min_ratio"], 1 - 1e-10, np.inf, ">= 1")).about("Cauchy-Schwarz"))
 
     data["checks"] = [c.as_dict() for c in checks]
     fig = _plot(data, curves, config, steps_a, rhos, cos_lib, cos_np, rho99)
@@ -314,6 +395,11 @@ def _run(config, out_dir):
                f"SF cos k={k_lo}: {sf_mean[k_lo]:.3f}, k={k_hi}: {sf_mean[k_hi]:.3f}; gamma two ways agree to "
                f"{gam['max_rel_diff']:.0e}")
     return ExperimentResult("ef_vs_ief", png, js, checks, summary, 0.0)
+
+
+def _grid_shift(rhos, factor):
+    """Index pairs (i, j) of the damping grid with rhos[j] = factor·rhos[i] (to 1e-9)."""
+    return [(i, j) for i, a in enumerate(rhos) for j, b in enumerate(rhos) if abs(b / a / factor - 1) <= 1e-9]
 
 
 def _last_above(xs, ys, level):
@@ -331,18 +417,18 @@ def _gamma_two_ways(cfg, rhos_c, seed):
     X, Y = datasets.synthetic(cfg["n"], cfg["in_dim"], seed=seed + 7)
     params = net.init(seed + 7)
     r = (np.asarray(net.apply(params, X)) - Y).reshape(-1)
-    methods = [("exact", {}, {}), ("ef", {}, {}), ("ief", {}, {}),
-               ("sf_k1", {"samples": 1, "seed": 0}, {"k": 1, "seed": 0}),
-               ("sf_k16", {"samples": 16, "seed": 0}, {"k": 16, "seed": 0})]
+    runs = [("exact", {}, {}), ("ef", {}, {}), ("ief", {}, {}),
+            ("sf_k1", {"samples": 1, "seed": 0}, {"k": 1, "seed": 0}),
+            ("sf_k16", {"samples": 16, "seed": 0}, {"k": 16, "seed": 0})]
     out = {"n": cfg["n"], "width": cfg["width"], "num_params": net.num_params, "dense_dampings": cfg["dampings"],
            "line_dampings": rhos_c, "function_space": {}, "dense": {}, "function_space_at_dense": {}}
     diffs, mins = [], []
-    for name, gopts, dopts in _progress(methods, desc="ef_vs_ief: dense gamma"):
+    for name, gopts, dopts in _progress(runs, desc="ef_vs_ief: dense gamma"):
         m = name.split("_")[0]
 
         def fs_ratio(rho):
             K = np.asarray(method_kernels(net, X, m, params=params, damping=rho,
-                                          residual=r[:, None] if m in ("ef", "ief") else None, **gopts).train)
+                                          residual=r[:, None] if methods.get(m).needs_residual else None, **gopts).train)
             df = -(K @ r)
             return float(np.linalg.norm(df) * np.linalg.norm(r) / (-(r @ df)))
 
@@ -355,7 +441,11 @@ def _gamma_two_ways(cfg, rhos_c, seed):
         out["dense"][name], out["function_space_at_dense"][name] = dn, fs
         diffs += [abs(a - b) / abs(b) for a, b in zip(fs, dn)]
         mins += dn
+    names = list(out["dense"])
+    shifted = [abs(a - b) / abs(b) for i, name in enumerate(names)
+               for a, b in zip(out["function_space_at_dense"][name], out["dense"][names[(i + 1) % len(names)]])]
     out["max_rel_diff"], out["min_ratio"] = float(max(diffs)), float(min(mins))
+    out["max_rel_diff_shifted"] = float(max(shifted))
     return out
 
 
@@ -400,7 +490,7 @@ def _plot(data, curves, config, steps_a, rhos, cos_lib, cos_np, rho99):
         name = base.replace("_k", " k=")
         label = f"{name} (η={c['lr']:.2g}: {rule})" if first else None
         ax_b.plot(steps, loss, color=col[base], lw=1.0 if key.startswith("sf") else 1.6,
-                  alpha=0.8, label=label, marker="o" if base in ("exact", "ief") else None, ms=3,
+                  alpha=0.8, label=label, marker="o" if base in ZERO_LOSS else None, ms=3,
                   ls="--" if base == "ief" else "-")
     ax_b.set_yscale("log")
     ax_b.set_ylim(LOSS_FLOOR / 10, L0 * 1e12)

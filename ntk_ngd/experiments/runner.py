@@ -1,4 +1,4 @@
-"""Run experiments and write figures/REPORT.md (claims, measured vs theory, PASS/FAIL)."""
+"""Run experiments and write figures/REPORT.md (claims, measured vs theory, status, controls, coverage)."""
 from __future__ import annotations
 
 import json
@@ -34,6 +34,7 @@ def _record_checks(result: ExperimentResult, profile: str) -> None:
     with open(result.json, encoding="utf-8") as fh:
         record = json.load(fh)
     record["checks"] = [c.as_dict() for c in result.checks]
+    record["method_coverage"] = [cov.as_dict(result.checks) for cov in result.coverage]
     record["passed"] = result.passed
     record["profile"] = profile
     record["wall_time_s"] = result.wall_time
@@ -67,6 +68,11 @@ def _number(x) -> str:
     return x if isinstance(x, str) else ("-" if x is None else f"{x:.6g}")
 
 
+def _cell(text) -> str:
+    """A markdown table cell: pipes inside the text (|x|, ||K||) escaped."""
+    return str(text).replace("|", "\\|")
+
+
 def _status_of(c: dict) -> str:
     return c.get("status", "holds" if c["passed"] else "fails")
 
@@ -87,7 +93,8 @@ def report_markdown(out_dir: str, total_time: float) -> str:
         f"{len(records)} figures, {len(evidence)} claims: {counts}"
         + (f"; plus {identities} identity (sanity) rows, not counted as evidence" if identities else "")
         + f". {len(controls)} negative controls, {sum(k['failed'] for k in controls)} of them failed as they must. "
-        f"Last run took {total_time:.0f} s.",
+        f"The figures took {sum(r.get('wall_time_s') or 0 for r in records):.0f} s together (wall time per figure below; "
+        f"the last `ntk-ngd figures` call took {total_time:.0f} s).",
         "",
         "Every row is a claim of docs/THEORY.md checked numerically: the measured number, the theoretical one "
         "(derived independently of the code that measures), the tolerance and the error model that fixed it "
@@ -103,7 +110,16 @@ def report_markdown(out_dir: str, total_time: float) -> str:
         lines += [f"## {r['name']}", "", f"![{r['name']}]({r['name']}.png)", "",
                   f"Profile `{r.get('profile', '?')}`, {r.get('wall_time_s') or 0:.0f} s. "
                   f"Data: [{r['name']}.json]({r['name']}.json).", "",
-                  "| claim | measured | theory | tolerance | status | controls |", "|---|---|---|---|---|---|"]
+                  ]
+        for cov in r.get("method_coverage", []):
+            skipped = "; ".join(f"{m} ({why})" for m, why in cov["skipped"].items()) or "none"
+            missing = f" **Missing: {', '.join(cov['missing'])}.**" if cov["missing"] else ""
+            lines.append(f"- Methods, *{cov['family']}*: {', '.join(cov['covered']) or 'none'}; skipped: {skipped}."
+                         + missing)
+        if r.get("method_coverage"):
+            lines.append("")
+        lines += ["| claim | measured | theory | tolerance | status | error model | controls |",
+                  "|---|---|---|---|---|---|---|"]
         for c in r["checks"]:
             status = _status_of(c)
             if c.get("kind", "evidence") != "evidence":
@@ -112,8 +128,9 @@ def report_markdown(out_dir: str, total_time: float) -> str:
                 status += f" ([finding](../docs/THEORY.md#{c['finding']}))"
             ctrl = "; ".join(f"{k['description']}: {_number(k['measured'])} ({'fails' if k['failed'] else 'PASSES'})"
                              for k in c.get("controls", [])) or "-"
-            lines.append(f"| {c['claim']} | {_number(c['measured'])} | {_number(c['theory'])} | {c['tolerance']} | "
-                         f"{status} | {ctrl} |")
+            cells = (c["claim"], _number(c["measured"]), _number(c["theory"]), c["tolerance"], status,
+                     c.get("error_model") or "-", ctrl)
+            lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
         lines.append("")
     benches = sorted(f for f in os.listdir(out_dir) if f.startswith("bench_") and f.endswith(".png"))
     if benches:

@@ -157,6 +157,15 @@ def verdict(method: str, alpha, conditions, note: str = "") -> Prediction:
     return Prediction(method, alpha, all(c.holds for c in conditions), conditions, note)
 
 
+def diagonal_prediction(pred: Prediction, diagonal) -> Prediction:
+    """``pred`` with the theory's statement that Θ_G is the diagonal matrix ``diagonal`` on the training points
+    (rows in the whitened basis), and the deviation from isotropy that diagonal implies."""
+    d = np.asarray(diagonal, dtype=float)
+    mean = float(np.mean(d))
+    deviation = float(np.linalg.norm(d - mean) / (abs(mean) * np.sqrt(d.size)))
+    return dataclasses.replace(pred, diagonal=d, deviation=deviation)
+
+
 def silent(method: str, note: str, conditions=()) -> Prediction:
     """The theory makes no isotropy statement here (``note`` says why)."""
     return Prediction(method, None, False, tuple(conditions), note, silent=True)

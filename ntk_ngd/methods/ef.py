@@ -12,7 +12,7 @@ import numpy as np
 from .. import _validate, linalg
 from . import _conditions, _weighted
 from ._metric import woodbury_metric
-from .base import Condition, Method, register, verdict
+from .base import Condition, Method, diagonal_prediction, register, verdict
 
 
 def _factor(ctx):
@@ -46,7 +46,9 @@ def direction(train, ctx):
 
 
 def predict(lk, ctx):
-    """Θ_EF = diag(1/u²) (k = 1, ρ = 0, Θ invertible, no zero residual): isotropic iff all |u_n| agree."""
+    """Θ_EF = diag(1/u²) (k = 1, ρ = 0, Θ invertible, no zero residual; claim 5): isotropic iff all |u_n| agree.
+    Where it holds the prediction carries that diagonal (computed from the residual alone, never from the
+    kernel) and its deviation."""
     theta = lk.full_output_ntk()
     cond = [_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, lk.rows_label if lk.ntk.shape[1] == theta.shape[0] else "N*C"),
             _conditions.undamped(ctx.damping)]
@@ -59,7 +61,10 @@ def predict(lk, ctx):
     alpha = float(np.mean(1.0 / r**2)) if nonzero and single else None
     equal = single and bool(np.allclose(np.abs(r), np.abs(r[0, 0]), rtol=1e-12, atol=0))
     cond.append(Condition("equal_abs_residuals", equal, "EF kernel is diag(1/r²): isotropic only if all |r| agree"))
-    return verdict("ef", alpha, cond)
+    pred = verdict("ef", alpha, cond)
+    if alpha is not None and all(c.holds for c in cond[:3]):
+        return diagonal_prediction(pred, 1.0 / r[:, 0] ** 2)
+    return pred
 
 
 EF = register(Method("ef", "empirical Fisher Σ_n g_n g_nᵀ/N (step −η/r)", kernel, direction, predict,

@@ -13,16 +13,18 @@ step exists only for ρ > 0 (Woodbury). Step rule: η = 1.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _validate, linalg
 from . import _conditions, _weighted
 from ._metric import woodbury_metric
-from .base import Method, Option, Prediction, register
+from .base import Method, Option, Prediction, diagonal_prediction, register
 
 
 def draw(loss, f, options: dict, step: int):
@@ -89,10 +91,17 @@ def warn_if_singular(samples: int, rows: int, positive: bool) -> None:
 
 
 def predict(lk, ctx):
+    """Θ_SF = Q⁻¹ (claim 7; every Q_n invertible, ρ = 0, Θ invertible): random, not isotropic. With one row per
+    sample the prediction carries the diagonal 1/q_n, q_n = mean_s ξ_n², from the step's draw alone."""
     theta = lk.full_output_ntk()
     cond = (_conditions.full_rank("ntk", theta, theta.shape[0], "the NTK", ctx.rcond, lk.rows_label if lk.ntk.shape[1] == theta.shape[0] else "N*C"),
             _conditions.undamped(ctx.damping))
-    return Prediction("sf", None, False, cond, note="sampled Fisher: Θ_SF = Q⁻¹, random, not isotropic")
+    pred = Prediction("sf", None, False, cond, note="sampled Fisher: Θ_SF = Q⁻¹, random, not isotropic")
+    scores = np.asarray(ctx.scores)
+    if scores.shape[1] == 1 and all(c.holds for c in cond):
+        q = np.mean(scores[:, 0, :] ** 2, axis=1)
+        return diagonal_prediction(dataclasses.replace(pred, alpha=float(np.mean(1.0 / q))), 1.0 / q)
+    return pred
 
 
 OPTIONS = (Option("samples", 1, lambda v, _: _validate.positive_int("samples", v), "k model samples per input"),

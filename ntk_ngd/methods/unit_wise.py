@@ -246,6 +246,11 @@ def metric_direction(lk, n_b, ctx, w):
 ACTIVE_PROBABILITY = {"relu": 0.5}
 
 
+def _single_output(lk) -> Condition:
+    return Condition("single_output", lk.n_outputs_per_sample == 1,
+                     "k > 1 outputs per sample: unit blocks are not diagonal projectors")
+
+
 def predict(lk, ctx):
     n = lk.fwd.shape[1]
     cond = _conditions.input_grams_full_rank(lk, ctx.rcond)
@@ -254,9 +259,9 @@ def predict(lk, ctx):
         if net is None:
             raise ValueError("unit_wise predictions at infinite width need the network")
         p = ACTIVE_PROBABILITY.get(net.activation, 1.0)
-        return verdict("unit_wise", p * float(np.sum(net.hidden)) + 1.0, (*cond, _conditions.undamped(ctx.damping)))
-    cond.append(Condition("single_output", lk.n_outputs_per_sample == 1,
-                          "k > 1 outputs per sample: unit blocks are not diagonal projectors"))
+        return verdict("unit_wise", p * float(np.sum(net.hidden)) + 1.0,
+                       (*cond, _single_output(lk), _conditions.undamped(ctx.damping)))
+    cond.append(_single_output(lk))
     deltas = lk.deltas[:-1]
     active = sum(np.sum(np.asarray(d[:, 0, :]) != 0, axis=1) for d in deltas) if deltas else np.zeros(n)
     active = np.asarray(active, dtype=float)

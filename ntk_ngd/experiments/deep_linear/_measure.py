@@ -87,7 +87,7 @@ def exact_run(cfg, depth, cond):
         "predicted_normalized": (1 - lr) ** (2 * np.arange(steps + 1)),
         "ratios": ratios, "max_deviation": float(deviation.max()),
         "first_deviation": float(deviation[0]), "first_deviation_small_lr": float(first_small),
-        "small_lr": small_lr, "mean_gap": float(np.mean(1 - ratios)),
+        "small_lr": small_lr, "first_ratio_small_lr": float(small[1] / small[0]), "mean_gap": float(np.mean(1 - ratios)),
         "late_gap": float(1 - ratios[-1]),
         "X": X, "Y": Y, "w0": w0, "final": run.params, "maps": dl.end_to_end_maps(run, X),
     }
@@ -152,10 +152,12 @@ def gd_run(cfg, depth, cond, ng):
         error0 = (dl.end_to_end_map(w0) - np.linalg.lstsq(X, Y, rcond=None)[0].T) @ vec
         t = np.arange(steps + 1)[:, None]
         theory = 0.5 * np.sum(eig * (error0 ** 2).sum(0) * (1 - lr * eig) ** (2 * t), axis=1)
+        control = 0.5 * np.sum(eig * (error0 ** 2).sum(0) * (1 - 0.9 * lr * eig) ** (2 * t), axis=1)
         line = np.unique(np.geomspace(1, steps, 200).astype(int))
         rec["theory_t"], rec["exact_theory_normalized"] = line, theory[line] / theory[0]
         above = valid & (excess > EXACT_FLOOR * excess[0])
         rec["exact_rel_error"] = float(np.max(np.abs(excess[above] - theory[above]) / theory[above]))
+        rec["exact_rel_error_at_0.9_lr"] = float(np.max(np.abs(excess[above] - control[above]) / control[above]))
     return rec
 
 
@@ -167,6 +169,7 @@ def dense_record(label, weights, X, Y):
     paper = dl.paper_natural_gradient(weights, grad, cov)
     dense = dl.dense_natural_gradient(weights, X, Y)
     change_dense = dl.end_to_end_change(weights, dense)
+    gradient = dl.gradient_direction(weights, grad)  # the negative control: a plain gradient step
 
     def rel(a, b):
         return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -177,6 +180,9 @@ def dense_record(label, weights, X, Y):
         "end_to_end_error": rel(dl.end_to_end_change(weights, closed), change_dense),
         "per_layer_error": rel(flat(closed), flat(dense)),
         "paper_end_to_end_error": rel(dl.end_to_end_change(weights, paper), change_dense),
+        "paper_per_layer_error": rel(flat(paper), flat(dense)),
+        "gradient_end_to_end_error": rel(dl.end_to_end_change(weights, gradient) * (
+            np.linalg.norm(change_dense) / np.linalg.norm(dl.end_to_end_change(weights, gradient))), change_dense),
         "norm_ratio": dl.parameter_norm(paper) / dl.parameter_norm(dense),
         "norm_paper": dl.parameter_norm(paper), "norm_moore_penrose": dl.parameter_norm(dense),
     }
