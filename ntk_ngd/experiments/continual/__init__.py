@@ -65,9 +65,9 @@ def _run(config, out_dir):
     mem = _measure.memory_sweep(cfg)
     draws = _measure.learning_kernels({**cfg, "draw_methods": cfg["draw_methods"]})
     counter = _measure.counterexample()
-    checks = (_checks.one_step_checks(one) + _checks.learning_checks(draws, counter)
-              + _checks.sequence_checks(seqs, trained, cfg["trained_method"]) + _checks.width_checks(sweep)
-              + _checks.memory_checks(mem))
+    checks = _checks.by_claim(_checks.one_step_checks(one) + _checks.learning_checks(draws, counter)
+                              + _checks.sequence_checks(seqs, trained, cfg["trained_method"])
+                              + _checks.width_checks(sweep) + _checks.memory_checks(mem))
     fig = figure(cfg, one, seqs, trained, sweep, mem, draws, counter)
     data = {"one_step": one, "sequences": seqs, "trained_sequences": trained, "width_sweep": sweep, "memory": mem,
             "learning_kernel_draws": draws, "counterexample_4d": counter,

@@ -1,6 +1,8 @@
 """CONTINUAL.md's claims as checks (status, error model, negative controls) from the measured panels."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .._base import (check_below, check_close, check_range, control_below, control_close, control_range,
@@ -149,3 +151,16 @@ def memory_checks(mem):
 
 
 __all__ = ["learning_checks", "memory_checks", "one_step_checks", "sequence_checks", "slope", "width_checks"]
+
+
+def by_claim(checks):
+    """Each row tagged with its claim family: the CONTINUAL.md claim number its text starts with ("claim 4b ..."
+    belongs to family "claim 4"), and the registered methods it names."""
+    from ... import methods
+
+    out = []
+    for c in checks:
+        m = re.match(r"claims? (\d+)", c.claim)
+        named = tuple(name for name in methods.names() if re.search(rf"\b{name}\b", c.claim))
+        out.append(c.about(f"claim {m.group(1)}", *named) if m and not c.family else c)
+    return out
