@@ -117,7 +117,8 @@ def stacked(train: LayerKernels, test: LayerKernels | None) -> LayerKernels:
     cat = lambda a, b: None if a is None else tuple(jnp.concatenate([x, y]) for x, y in zip(a, b))  # noqa: E731
     return LayerKernels(jnp.concatenate([train.fwd, test.fwd], axis=1), jnp.concatenate([train.bwd, test.bwd], axis=1),
                         jnp.concatenate([train.ntk, test.ntk], axis=1), train.out_dim, train.output_diagonal,
-                        cat(train.deltas, test.deltas), train.deltas2, cat(train.inputs, test.inputs), train.inputs2)
+                        cat(train.deltas, test.deltas), train.deltas2, cat(train.inputs, test.inputs), train.inputs2,
+                        train.whitened, train.finite)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_name",))

@@ -63,6 +63,8 @@ class LayerKernels:
     inputs2: tuple | None = dataclasses.field(default=None, repr=False)
     #: loss-whitened (cross-entropy: k = C − 1 rows per sample)
     whitened: bool = False
+    #: Grams of a network at given parameters (tiled ones carry no per-unit features), not the infinite-width limit
+    finite: bool = False
 
     @property
     def rows_label(self) -> str:
@@ -109,7 +111,7 @@ class LayerKernels:
         bwd = jnp.stack([d1.reshape(-1, d1.shape[-1]) @ d2.reshape(-1, d2.shape[-1]).T
                          for d1, d2 in zip(deltas, deltas2)])
         return cls(fwd, bwd, linalg.expand_outputs(fwd, c) * bwd, c, False, tuple(deltas), tuple(deltas2),
-                   tuple(inputs), tuple(inputs2))
+                   tuple(inputs), tuple(inputs2), finite=True)
 
     def whiten(self, left, right) -> "LayerKernels":
         """The kernels of the whitened Jacobian: K^Δ → (I ⊗ left_n) K^Δ (I ⊗ right_m)ᵀ and δ → left/right·δ
@@ -128,16 +130,17 @@ class LayerKernels:
             return None if ds is None else tuple(jnp.einsum("nkc,ncm->nkm", rows, d) for d in ds)
 
         return LayerKernels(self.fwd, b, linalg.expand_outputs(self.fwd, k) * b, k, False,
-                            mix(left, self.deltas), mix(right, self.deltas2), self.inputs, self.inputs2, True)
+                            mix(left, self.deltas), mix(right, self.deltas2), self.inputs, self.inputs2, True,
+                            self.finite)
 
     def tree_flatten(self):
         return ((self.fwd, self.bwd, self.ntk, self.deltas, self.deltas2, self.inputs, self.inputs2),
-                (self.out_dim, self.output_diagonal, self.whitened))
+                (self.out_dim, self.output_diagonal, self.whitened, self.finite))
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         fwd, bwd, ntk, deltas, deltas2, inputs, inputs2 = children
-        return cls(fwd, bwd, ntk, *aux[:2], deltas, deltas2, inputs, inputs2, aux[2])
+        return cls(fwd, bwd, ntk, *aux[:2], deltas, deltas2, inputs, inputs2, *aux[2:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +179,10 @@ def _finite_kernels_symmetric(net, params, X):
 
 
 def _assemble(fwd, bwd, out_dim: int, output_diagonal: bool) -> LayerKernels:
+    """Kernels without per-unit features: the infinite-width limit (output-diagonal) or tiled finite-width Grams."""
     c = 1 if output_diagonal else out_dim
-    return LayerKernels(fwd, bwd, linalg.expand_outputs(fwd, c) * bwd, out_dim, output_diagonal)
+    return LayerKernels(fwd, bwd, linalg.expand_outputs(fwd, c) * bwd, out_dim, output_diagonal,
+                        finite=not output_diagonal)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -149,9 +149,10 @@ def computed(case) -> dict:
     layer = ntk_ngd.layer_kernels(net, X, params=params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # rank deficiency is tested explicitly
+        natural = [m for m in ntk_ngd.deep_linear.METHODS if m != "gd"]  # the deep-linear closed forms' methods
         gram = {m: np.asarray(ntk_ngd.method_kernels(net, X, m, params=params, train_kernels=layer).train,
-                              dtype=float) for m in ("exact", "block_diag")}
-        dense_updates = {m: dense.parameter_update(net, params, X, Y, m, 1.0) for m in ("exact", "block_diag")}
+                              dtype=float) for m in natural}
+        dense_updates = {m: dense.parameter_update(net, params, X, Y, m, 1.0) for m in natural}
     return {
         "net": net, "params": params, "X": X, "Y": Y,
         "weights": effective_weights(net, params),

@@ -527,11 +527,17 @@ def test_bad_inputs():
 def test_inverse_preconditioner_is_the_inverse_of_the_damped_approximation():
     net, params, X, _, _ = make(depth=2, width=4, in_dim=3, out_dim=2, n=3)
     rho = 0.05
-    for method in ("exact", "block_tridiag", "unit_wise"):
-        G = dense.fisher_approximation(net, params, X, method)
-        M = dense.inverse_preconditioner(net, params, X, method, damping=rho)
+    for spec in ntk_ngd.methods.registered():  # every Tikhonov-damped approximation G + ρI of the registry
+        if spec.damping_rule != "tikhonov":
+            continue
+        opts = dict(spec.example_options)
+        if spec.random:
+            opts.update(samples=2, seed=1)
+        residual = np.random.default_rng(2).standard_normal((3, 2)) if spec.needs_residual else None
+        G = dense.fisher_approximation(net, params, X, spec.name, residual=residual, **opts)
+        M = dense.inverse_preconditioner(net, params, X, spec.name, damping=rho, residual=residual, **opts)
         # cond(G + ρI) ≤ (λ_max + ρ)/ρ ≈ 1e2 here: a 1e-10 residual is generous for LDLᵀ solves
-        assert err(M @ (G + rho * np.eye(len(G))), np.eye(len(G))) < 1e-10, method
+        assert err(M @ (G + rho * np.eye(len(G))), np.eye(len(G))) < 1e-10, spec.name
     G = dense.fisher_approximation(net, params, X, "kfac", damping=rho)  # kfac's G carries its factored damping
     assert err(dense.inverse_preconditioner(net, params, X, "kfac", damping=rho) @ G, np.eye(len(G))) < 1e-10
     assert np.array_equal(dense.inverse_preconditioner(net, params, X, "gd", damping=rho), np.eye(len(G)))

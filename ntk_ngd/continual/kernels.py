@@ -42,7 +42,7 @@ def reorder(lk: LayerKernels, order) -> LayerKernels:
 
     return LayerKernels(lk.fwd[:, order][:, :, order], lk.bwd[:, rows][:, :, rows], lk.ntk[:, rows][:, :, rows],
                         lk.out_dim, lk.output_diagonal, feats(lk.deltas), feats(lk.deltas2), feats(lk.inputs),
-                        feats(lk.inputs2), lk.whitened)
+                        feats(lk.inputs2), lk.whitened, lk.finite)
 
 
 def kernel_rows(lk: LayerKernels, spec) -> int:

@@ -74,7 +74,7 @@ def block(lk, rows: slice, cols: slice):
 
     return LayerKernels(lk.fwd[:, rows, cols], lk.bwd[:, er, ec], lk.ntk[:, er, ec], lk.out_dim, lk.output_diagonal,
                         feats(lk.deltas, rows), feats(lk.deltas2, cols), feats(lk.inputs, rows),
-                        feats(lk.inputs2, cols), lk.whitened)
+                        feats(lk.inputs2, cols), lk.whitened, lk.finite)
 
 
 def task_and_all(lk, n_b: int):

@@ -46,7 +46,7 @@ def unit_features(lk, l: int, second: bool = False):
 
 def _check_finite(lk, what: str):
     if lk.deltas is None or lk.inputs is None:
-        raise ValueError(INFINITE_WIDTH if lk.deltas is None and lk.output_diagonal else
+        raise ValueError(INFINITE_WIDTH if not lk.finite else
                          f"diag needs the per-unit features of the {what} points, which tiled kernels do not carry: "
                          "use untiled layer_kernels")
 

@@ -141,8 +141,16 @@ def _infinite_width_kernel(train, test, ctx) -> MethodKernel:
     return MethodKernel(jnp.diag(active + 1.0), None)
 
 
+def _infinite_width(lk) -> bool:
+    """True for the infinite-width kernels; tiled finite-width kernels (no per-unit features) are an error."""
+    if lk.finite and lk.deltas is None:
+        raise ValueError("unit_wise needs the per-unit backward signals, which tiled kernels do not carry: "
+                         "use untiled layer_kernels")
+    return lk.deltas is None
+
+
 def kernel(train, test, ctx) -> MethodKernel:
-    if train.deltas is None:
+    if _infinite_width(train):
         return _infinite_width_kernel(train, test, ctx)
     K_test = None if test is None else _finite_kernel(test, train, ctx)
     return MethodKernel(_finite_kernel(train, train, ctx), K_test)
@@ -157,16 +165,11 @@ def direction(train, ctx) -> list:
     for H, delta in zip(train.inputs, train.deltas):
         k = delta.shape[1]
         features, _, inverse = _forward_coordinates(H @ H.T, H @ H.T, k)
-        flat = delta.reshape(-1, delta.shape[-1])
-        m = flat.shape[1]
-        size = min(chunk, m)
-        n_chunks = -(-m // size)
-        d = jnp.pad(flat, ((0, 0), (0, n_chunks * size - m))).T.reshape(n_chunks, size, -1)
 
         def one(dj):
             return _units_coefficients(features, dj.T, ctx.residual, _shift(ctx), ctx.damping.positive)
 
-        C = jax.lax.map(one, d)  # (chunks, r, size)
+        C, m = _map_units(one, delta.reshape(-1, delta.shape[-1]), chunk)  # (chunks, r, size)
         C = jnp.moveaxis(C, 0, 1).reshape(C.shape[1], -1)[:, :m]
         out.append(H.T @ (inverse @ C))
     return out
@@ -187,7 +190,7 @@ def _map_units(fn, flat, chunk: int):
 
 def _unit_grams(lk, l, n_b):
     """(K^H ⊗ 1 over R × R, B's rows count, δ over rows (R·k, M_l)) of layer l."""
-    if lk.deltas is None:
+    if _infinite_width(lk):
         raise ValueError("unit_wise two-sided (continual) kernels need a finite width: pass params=net.init(seed)")
     k = lk.n_outputs_per_sample
     return linalg.expand_outputs(lk.fwd[l], k), n_b * k, lk.deltas[l].reshape(-1, lk.deltas[l].shape[-1])
@@ -254,7 +257,7 @@ def _single_output(lk) -> Condition:
 def predict(lk, ctx):
     n = lk.fwd.shape[1]
     cond = _conditions.input_grams_full_rank(lk, ctx.rcond)
-    if lk.deltas is None:  # infinite width: leading order in M
+    if _infinite_width(lk):  # leading order in M
         net = ctx.net
         if net is None:
             raise ValueError("unit_wise predictions at infinite width need the network")

@@ -4,12 +4,29 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ... import continual, layer_kernels, method_kernels
+from ... import continual, layer_kernels, method_kernels, methods
 from ...continual import projections
 from ...continual.kernels import every_projection
 from ...networks import mlp
 
 PROJECTIONS = projections.NAMES
+
+
+def registry_methods(infinite_width: bool) -> dict[str, dict]:
+    """Every registered method with a continual metric whose projected step is a fixed function of the kernels
+    (not residual-dependent, not random); at infinite width also those with an infinite-width limit. Methods
+    that cannot build a two-sided kernel raise a one-line ValueError, recorded by the caller. Returns
+    {name: its example options} (e.g. pattern's band)."""
+    return {s.name: dict(s.example_options) for s in methods.registered()
+            if s.metric is not None and not s.needs_residual and not s.random
+            and not (infinite_width and s.finite_width_only)}
+
+
+def skipped(config) -> dict:
+    """{method: reason} for the registry methods left out of the figure (module docstring of ``registry_methods``)."""
+    return {s.name: ("no continual metric" if s.metric is None else "residual-dependent" if s.needs_residual
+                     else "random (sampled Fisher)") for s in methods.registered()
+            if s.metric is None or s.needs_residual or s.random}
 
 
 def net_of(config, width, activation="relu"):
@@ -21,10 +38,10 @@ def tasks_of(config, n_tasks, n):
                                    seed=config["seed"])
 
 
-def safe_lr(net, X, method, params=None, damping=1e-3, fraction=1.0):
+def safe_lr(net, X, method, params=None, damping=1e-3, fraction=1.0, **options):
     """``fraction``/λ_max of the method's own kernel on X: the step that stays stable for every mode (and for every
     consistent projection, whose learning kernel is a Schur complement ⪯ K_BB)."""
-    K = np.asarray(method_kernels(net, X, method, params=params, damping=damping).train)
+    K = np.asarray(method_kernels(net, X, method, params=params, damping=damping, **options).train)
     return fraction / float(np.linalg.eigvalsh(0.5 * (K + K.T))[-1])
 
 
@@ -42,15 +59,21 @@ def one_step(config):
     rB = np.asarray(net.apply(params, XB)) - YB
     f_A0 = np.asarray(net.apply(params, XA))
     rho, rho_b = config["damping"], config["basis_damping"]
-    out = {}
-    for method in config["methods"]:
-        lr = safe_lr(net, XB, method, params, rho, config["step_fraction"])
-        kernels = every_projection(net, XA, XB, method, PROJECTIONS, params=params, damping=rho, basis_damping=rho_b)
+    out, unsupported = {}, {}
+    for method, opts in registry_methods(infinite_width=False).items():
+        lr = safe_lr(net, XB, method, params, rho, config["step_fraction"], **opts)
+        try:
+            kernels = every_projection(net, XA, XB, method, PROJECTIONS, params=params, damping=rho,
+                                       basis_damping=rho_b, **opts)
+        except ValueError as err:
+            unsupported[method] = str(err)
+            continue
         predicted = {p: k.step(rB) for p, k in kernels.items()}
         plain = float(np.linalg.norm(predicted["none"][0]))
         row = {"lr": lr}
         for p in PROJECTIONS:
-            d = continual.projected_direction(net, params, XB, YB, stored, method, p, damping=rho, basis_damping=rho_b)
+            d = continual.projected_direction(net, params, XB, YB, stored, method, p, damping=rho, basis_damping=rho_b,
+                                              **opts)
             moved = {s: np.asarray(net.apply(jax.tree_util.tree_map(lambda a, b, s=s: a + s * lr * b, params, d), XA))
                      - f_A0 for s in (1.0, 0.5)}
             pred_old, pred_new = predicted[p]
@@ -66,7 +89,7 @@ def one_step(config):
                       "remainder_ratio": ratio(pred_old), "control_remainder_ratio": ratio(control),
                       "learning_cos": _cos(pred_new, -rB)}
         out[method] = row
-    return out
+    return out, unsupported
 
 
 def _cos(a, b) -> float:
@@ -84,14 +107,16 @@ def sequences(config):
     tasks = tasks_of(config, config["n_tasks"], config["n_seq"])
     X_all = np.concatenate([X for X, _ in tasks])
     lk = layer_kernels(net, X_all)
-    out = {}
-    for method in config["methods"]:
-        lr = safe_lr(net, tasks[0][0], method, damping=config["damping"])
-        out[method] = {}
-        for p in PROJECTIONS:
-            run = continual.sequential(net, tasks, method, p, lr=lr, steps=config["seq_steps"],
-                                       damping=config["damping"], basis_damping=config["basis_damping"], kernels=lk)
-            out[method][p] = _record(run)
+    out, unsupported = {}, {}
+    for method, opts in registry_methods(infinite_width=True).items():
+        try:
+            lr = safe_lr(net, tasks[0][0], method, damping=config["damping"], **opts)
+            out[method] = {p: _record(continual.sequential(net, tasks, method, p, lr=lr, steps=config["seq_steps"],
+                                                           damping=config["damping"],
+                                                           basis_damping=config["basis_damping"], kernels=lk, **opts))
+                           for p in PROJECTIONS}
+        except ValueError as err:
+            unsupported[method] = str(err)
     trained = {}
     m = config["trained_method"]
     lr = safe_lr(net, tasks[0][0], m, damping=config["damping"])
@@ -100,7 +125,7 @@ def sequences(config):
                                          damping=config["damping"], basis_damping=config["basis_damping"],
                                          center=True)
         trained[p] = _record(run)
-    return out, trained
+    return out, trained, unsupported
 
 
 def _record(run) -> dict:
@@ -192,16 +217,22 @@ def learning_kernels(config):
     and the asymmetry ‖L − Lᵀ‖/‖L‖ of ong's (a Schur complement: symmetric, claim 2) and of ogd's."""
     net = net_of(config, config["width"])
     rng = np.random.default_rng(config["seed"])
-    out = {m: {"ogd_min_ratio": [], "ong_asymmetry": [], "ogd_asymmetry": [], "ong_deviation": []}
-           for m in config["draw_methods"]}
+    out, unsupported = {}, {}
     for draw in range(config["draws"]):
         angles = rng.uniform(0, 180, size=2)
         seed = int(rng.integers(0, 2**31))
         XA = continual.rotated_tasks(2, config["n_draw"], max_angle=angles[0], seed=seed)[1][0]
         XB = continual.rotated_tasks(2, config["n_draw"], max_angle=angles[1], seed=seed + 1)[1][0]
-        for m in config["draw_methods"]:
-            ogd = continual.projected_kernels(net, XA, XB, m, "ogd", damping=config["damping"]).learning
-            ong = continual.projected_kernels(net, XA, XB, m, "ong", damping=config["damping"]).learning
+        for m, opts in registry_methods(infinite_width=True).items():
+            if m in unsupported:
+                continue
+            try:
+                ogd = continual.projected_kernels(net, XA, XB, m, "ogd", damping=config["damping"], **opts).learning
+            except ValueError as err:
+                unsupported[m] = str(err)
+                continue
+            out.setdefault(m, {"ogd_min_ratio": [], "ong_asymmetry": [], "ogd_asymmetry": [], "ong_deviation": []})
+            ong = continual.projected_kernels(net, XA, XB, m, "ong", damping=config["damping"], **opts).learning
             sym = np.linalg.eigvalsh(0.5 * (ogd + ogd.T))
             out[m]["ogd_min_ratio"].append(float(sym[0] / sym[-1]))
             out[m]["ogd_asymmetry"].append(float(np.linalg.norm(ogd - ogd.T) / np.linalg.norm(ogd)))
@@ -209,7 +240,7 @@ def learning_kernels(config):
             alpha = np.trace(ong) / ong.shape[0]
             out[m]["ong_deviation"].append(float(np.linalg.norm(ong - alpha * np.eye(ong.shape[0]))
                                                  / (alpha * np.sqrt(ong.shape[0]))))
-    return out
+    return out, unsupported
 
 
 def counterexample():

@@ -26,16 +26,16 @@ def figure(config, one, seqs, trained, sweep, mem, draws, counter):
 
 
 def _one_step(ax, one, config):
-    methods = list(one)
+    methods, colors = list(one), plotting.method_colors()
     x = np.arange(len(PROJECTIONS))
     w = 0.8 / len(methods)
     for i, m in enumerate(methods):
         pos = x - 0.4 + (i + 0.5) * w
         pred = [max(one[m][p]["predicted"], FLOOR) for p in PROJECTIONS]
         real = [max(one[m][p]["trained"], FLOOR) for p in PROJECTIONS]
-        ax.bar(pos - w / 4, pred, w / 2, color=plotting.COLORS[i], alpha=0.45, hatch="//",
+        ax.bar(pos - w / 4, pred, w / 2, color=colors[m], alpha=0.45, hatch="//",
                label=f"{m}: lazy prediction η‖K^P_AB r_B‖")
-        ax.bar(pos + w / 4, real, w / 2, color=plotting.COLORS[i], label=f"{m}: one real step (η = 0.1/λ_max)")
+        ax.bar(pos + w / 4, real, w / 2, color=colors[m], label=f"{m}: one real step (η = 0.1/λ_max)")
     ax.set_yscale("log")
     ax.set_ylim(FLOOR / 10, 1e9)  # room for the legend above the bars
     ax.set_xticks(x, PROJECTIONS)
@@ -43,17 +43,18 @@ def _one_step(ax, one, config):
     ax.set_title(f"(a) one-step forgetting of task A while training task B: lazy prediction vs real step "
                  f"(erf, L={config['depth']}, M={config['width']}, N={config['n']} per task, ρ={config['damping']:g}; "
                  "consistent projections: 0 predicted, O(η²) measured)", fontsize=9)
-    ax.legend(fontsize=7, ncol=len(methods), loc="upper center")
+    ax.legend(fontsize=6, ncol=min(len(methods), 6), loc="upper center")
 
 
 def _counter(ax, draws, counter):
+    colors = plotting.method_colors()
     for i, (m, rec) in enumerate(draws.items()):
         vals = np.asarray(rec["ogd_min_ratio"])
-        ax.scatter(np.full(vals.shape, i), vals, color=plotting.COLORS[i], s=14, label=f"{m}: digit draws")
+        ax.scatter(np.full(vals.shape, i), vals, color=colors[m], s=14, label="digit draws (one column per method)" if i == 0 else None)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.scatter([len(draws)], [counter["ogd"] / abs(counter["none"])], marker="*", s=160, color=plotting.COLORS[3],
                label="2-D counterexample (rᵀLr / |rᵀL_plain r|)")
-    ax.set_xticks(range(len(draws) + 1), list(draws) + ["counter-\nexample"])
+    ax.set_xticks(range(len(draws) + 1), list(draws) + ["counter-\nexample"], rotation=90, fontsize=7)
     ax.set_ylabel("λ_min / λ_max of sym(L_ogd)   (< 0: ascent)")
     ax.set_title("(claim 4d) OGD-projected NGD: descent?", fontsize=9)
     ax.legend(fontsize=7)
