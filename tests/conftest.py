@@ -144,3 +144,19 @@ def sphere_inputs(n: int, dim: int, seed: int) -> np.ndarray:
     """Test inputs on the unit sphere (drawn here, not by ntk_ngd.datasets)."""
     g = np.random.default_rng(seed).standard_normal((n, dim))
     return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
+#: The small softmax problem of the cross-entropy tests: D + 1 >= N, so the first layer's input Gram has full rank.
+SOFTMAX_N, SOFTMAX_C, SOFTMAX_D = 6, 3, 6
+
+
+@pytest.fixture(scope="module")
+def small():
+    """(net, params, X (N, D), labels (N,), X_test (2, D)): a 3-class erf MLP of depth 3, width 16."""
+    import ntk_ngd as nn
+
+    X = nn.datasets.sphere(SOFTMAX_N + 2, SOFTMAX_D, seed=3)
+    labels = np.array([0, 1, 2, 0, 2, 1])
+    net = nn.mlp(depth=3, width=16, in_dim=SOFTMAX_D, out_dim=SOFTMAX_C, activation="erf")
+    return net, net.init(1), X[:SOFTMAX_N], labels, X[SOFTMAX_N:]
+

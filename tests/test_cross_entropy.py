@@ -16,10 +16,12 @@ import types
 import ntk_ngd as nn
 from ntk_ngd import losses as ce
 from ntk_ngd import reference as cd
+
+from conftest import SOFTMAX_C, SOFTMAX_D, SOFTMAX_N  # noqa: E402
 from ntk_ngd.isotropy_table import default_methods
 
 TOL = 1e-8
-N, C, D = 6, 3, 6  # D + 1 >= N: the first layer's input Gram has full rank
+N, C, D = SOFTMAX_N, SOFTMAX_C, SOFTMAX_D  # the conftest fixture `small`
 
 
 CE = "cross_entropy"
@@ -68,14 +70,6 @@ def _center(a):
 
 def _relmax(a, b):
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b)))
-
-
-@pytest.fixture(scope="module")
-def small():
-    X = nn.datasets.sphere(N + 2, D, seed=3)
-    labels = np.array([0, 1, 2, 0, 2, 1])
-    net = nn.mlp(depth=3, width=16, in_dim=D, out_dim=C, activation="erf")
-    return net, net.init(1), X[:N], labels, X[N:]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,15 +125,6 @@ def test_exact_step_closed_form_finite_and_infinite_width(small):
         p = _probs(k.logits)
         assert _relmax(-k.step, _center(Y / p)) < 1e-10
         assert abs(k.alpha - 1) < 1e-10 and k.deviation < 1e-10
-
-
-def test_theta_g_lambda_is_oblique_not_the_orthogonal_projector(small):
-    """Π Θ_G Λ = Π (exact NGD, dense), but Θ_G Λ ≠ Π: its 1_C components do not vanish."""
-    net, params, X, labels, _ = small
-    _, TL = cd.metric_operator(net, params, X, np.eye(C)[labels], "exact")
-    Pi = np.kron(np.eye(N), np.eye(C) - 1.0 / C)
-    assert np.max(np.abs(Pi @ TL - Pi)) < 1e-8
-    assert np.linalg.norm(TL - Pi) / np.linalg.norm(Pi) > 1e-2
 
 
 def test_block_diag_alpha_is_depth_and_breaks_with_a_narrow_readout():

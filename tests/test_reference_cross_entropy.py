@@ -15,22 +15,14 @@ import scipy.linalg
 import ntk_ngd as nn
 from ntk_ngd import losses, reference as ref
 
-from conftest import rel_err
+from conftest import SOFTMAX_C, SOFTMAX_D, SOFTMAX_N, rel_err
 
-N, C, D = 6, 3, 6  # D + 1 >= N: the first layer's input Gram has full rank
+N, C, D = SOFTMAX_N, SOFTMAX_C, SOFTMAX_D  # the conftest fixture `small`
 
 
 def _probs(f):
     e = np.exp(f - f.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-@pytest.fixture(scope="module")
-def small():
-    X = nn.datasets.sphere(N + 2, D, seed=3)
-    labels = np.array([0, 1, 2, 0, 2, 1])
-    net = nn.mlp(depth=3, width=16, in_dim=D, out_dim=C, activation="erf")
-    return net, net.init(1), X[:N], labels, X[N:]
 
 
 @pytest.fixture(scope="module")

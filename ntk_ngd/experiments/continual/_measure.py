@@ -115,6 +115,8 @@ def sequences(config):
                                                            damping=config["damping"],
                                                            basis_damping=config["basis_damping"], kernels=lk, **opts))
                            for p in PROJECTIONS}
+            out[method]["kernel_spectrum"] = [_symmetric_range(net, X, method, config["damping"], opts)
+                                              for X, _ in tasks]
         except ValueError as err:
             unsupported[method] = str(err)
     trained = {}
@@ -126,6 +128,13 @@ def sequences(config):
                                          center=True)
         trained[p] = _record(run)
     return out, trained, unsupported
+
+
+def _symmetric_range(net, X, method, damping, opts) -> list[float]:
+    """[λ_min, λ_max] of the symmetric part of the method's kernel on X: λ_min < 0 means ascending modes."""
+    K = np.asarray(method_kernels(net, X, method, damping=damping, **opts).train)
+    ev = np.linalg.eigvalsh(0.5 * (K + K.T))
+    return [float(ev[0]), float(ev[-1])]
 
 
 def _record(run) -> dict:
