@@ -12,7 +12,7 @@ widths (5, 4, 6)[:depth − 1], out_dim 2, σ_w = 1.3, σ_b = 0.4) it stores, un
 * ``apply``: NT's ``apply_fn`` at those parameters on X.
 
 plus ``X``, ``X2`` and ``meta`` (a JSON string: versions, the settings above). Everything comes
-from NT's stax directly (tests/nt_oracle.py), not through ntk_ngd. Needs the NT stack (jax 0.4.x):
+from NT's stax directly (tests/_nt_oracle.py), not through ntk_ngd. Needs the NT stack (jax 0.4.x):
 ``python scripts/make_nt_reference.py [out.npz]``.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-import nt_oracle  # noqa: E402
+import _nt_oracle  # noqa: E402
 
 ACTS = ("relu", "erf", "linear", "gelu")
 DEPTHS = (1, 2, 3, 4)
@@ -59,12 +59,12 @@ def main(out: Path) -> None:
     data = {"X": X, "X2": X2}
     for act, depth, bias in itertools.product(ACTS, DEPTHS, (False, True)):
         key = case_key(act, depth, bias)
-        layers = nt_oracle.layers(act, HIDDEN[: depth - 1], OUT_DIM, bias, W_STD, B_STD)
-        fwd, bwd = nt_oracle.layer_grams(layers, W_STD, X, X2)
-        ntk, nngp = nt_oracle.kernel_fn(layers)(X, X2, ("ntk", "nngp"))
-        params = nt_oracle.init(layers, SEED, IN_DIM)
+        layers = _nt_oracle.layers(act, HIDDEN[: depth - 1], OUT_DIM, bias, W_STD, B_STD)
+        fwd, bwd = _nt_oracle.layer_grams(layers, W_STD, X, X2)
+        ntk, nngp = _nt_oracle.kernel_fn(layers)(X, X2, ("ntk", "nngp"))
+        params = _nt_oracle.init(layers, SEED, IN_DIM)
         data.update({key + "fwd": fwd, key + "bwd": bwd, key + "ntk": ntk, key + "nngp": nngp,
-                     key + "apply": nt_oracle.apply(layers, params, X)})
+                     key + "apply": _nt_oracle.apply(layers, params, X)})
         for l, (W, b) in enumerate(params[::2]):
             data[key + f"W{l}"] = W
             if b is not None:

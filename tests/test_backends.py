@@ -2,7 +2,7 @@
 
 * neural-tangents (NT), when it imports: init (bit-identical), apply, per-layer infinite-width
   kernels and the network's NTK/NNGP (``kernel_fn``), all from NT's stax directly
-  (tests/nt_oracle.py), never through ntk_ngd.networks/kernels, which may use this backend;
+  (tests/_nt_oracle.py), never through ntk_ngd.networks/kernels, which may use this backend;
 * closed forms derived on paper (the diagonal of the ReLU recursion) and the quadrature path
   forced on activations that have a closed form;
 * NT values stored in tests/data/nt_reference.npz (scripts/make_nt_reference.py): the test that
@@ -43,7 +43,7 @@ jax.config.update("jax_enable_x64", True)
 backends = importlib.import_module("ntk_ngd.backends")
 from ntk_ngd.backends import activations, mlp, recursions  # noqa: E402
 
-import nt_oracle  # noqa: E402  (tests/: neural_tangents imported only when called)
+import _nt_oracle  # noqa: E402  (tests/: neural_tangents imported only when called)
 
 HAVE_NT, NT_REASON = backends.neural_tangents_status()
 needs_nt = pytest.mark.skipif(not HAVE_NT, reason=NT_REASON)
@@ -118,7 +118,7 @@ def _case(act, depth, bias, hidden=(5, 4, 6), w_std=1.3, b_std=0.4):
     """(the architecture, NT's stax layers for it); in_dim 3, out_dim 2."""
     net = Net(in_dim=3, out_dim=2, hidden=tuple(hidden[: depth - 1]), activation=act, bias=bias, w_std=w_std,
               b_std=b_std)
-    return net, nt_oracle.layers(act, net.hidden, net.out_dim, bias, w_std, b_std)
+    return net, _nt_oracle.layers(act, net.hidden, net.out_dim, bias, w_std, b_std)
 
 
 @needs_nt
@@ -128,7 +128,7 @@ def _case(act, depth, bias, hidden=(5, 4, 6), w_std=1.3, b_std=0.4):
 def test_init_and_apply_match_nt(act, depth, bias):
     net, layers = _case(act, depth, bias)
     ours = mlp.init(11 + depth, net.in_dim, net.hidden, net.out_dim, bias)
-    theirs = nt_oracle.init(layers, 11 + depth, net.in_dim)
+    theirs = _nt_oracle.init(layers, 11 + depth, net.in_dim)
     assert len(ours) == len(theirs) == 2 * depth - 1
     for p, q in zip(ours, theirs):
         assert (p == ()) == (q == ())
@@ -138,7 +138,7 @@ def test_init_and_apply_match_nt(act, depth, bias):
                 assert a.dtype == b.dtype and np.array_equal(a, b)  # bit-identical
     X, _ = _inputs(seed=depth)
     f = mlp.apply(ours, X, act, net.w_std, net.b_std)
-    assert rel_err(f, nt_oracle.apply(layers, theirs, X)) <= TOL
+    assert rel_err(f, _nt_oracle.apply(layers, theirs, X)) <= TOL
 
 
 # closed forms (method "auto"): depth 1–4 for relu/erf/linear/gelu, depth 3 for the others;
@@ -158,11 +158,11 @@ def test_infinite_blocks_match_nt(act, depth, bias, method):
     X, X2 = _inputs(seed=depth + 3)
     same = _coincident(X, X2)
     tol_same = cusp_tol(act, depth, X.shape[1])
-    fwd_nt, bwd_nt = nt_oracle.layer_grams(layers, net.w_std, X, X2)
+    fwd_nt, bwd_nt = _nt_oracle.layer_grams(layers, net.w_std, X, X2)
     fwd, bwd = recursions.infinite_grams(net, X, X2, method=method)
     _check_blocks(fwd, fwd_nt, same, tol_same, "fwd")
     _check_blocks(bwd, bwd_nt, same, tol_same, "bwd")
-    ntk, nngp = nt_oracle.kernel_fn(layers)(X, X2, ("ntk", "nngp"))
+    ntk, nngp = _nt_oracle.kernel_fn(layers)(X, X2, ("ntk", "nngp"))
     ntk_jax, nngp_jax = recursions.kernel_fn(net, X, X2, ("ntk", "nngp"), method=method)
     assert rel_err(ntk_jax, ntk) <= max(tol_same, TOL)
     assert rel_err(nngp_jax, nngp) <= TOL
@@ -175,7 +175,7 @@ def test_symmetric_call_matches_nt():
     for act in ("relu", "gelu"):
         net, layers = _case(act, 4, True)
         X, _ = _inputs(seed=9)
-        fwd_nt, bwd_nt = nt_oracle.layer_grams(layers, net.w_std, X, X)
+        fwd_nt, bwd_nt = _nt_oracle.layer_grams(layers, net.w_std, X, X)
         fwd, bwd = recursions.infinite_grams(net, X)
         same = _coincident(X, X)
         _check_blocks(fwd, fwd_nt, same, cusp_tol(act, 4, X.shape[1]), "fwd")
