@@ -31,10 +31,10 @@ import numpy as np
 
 from . import _validate, losses, methods, problem as _problem
 from .damping import Damping
-from .diagnostics import isotropy
 from .kernels import LayerKernels
 from .networks import Network
-from .trajectory import Trajectory, check_lr, default_lr, first_divergence
+from .trajectory import (TRUST_METRIC, StepSize, Trajectory, check_lr, choose_step, first_divergence, kl_step_cap,
+                         spectrum, step_fields, trust_region_for, warn_if_unstable)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,12 +55,20 @@ def _integral_of_exp(lam, tau):
     return jnp.where(small, tau, -jnp.expm1(-lam * tau) / safe)
 
 
-def closed_form(kernel_train, r0, times, lr, kernel_test=None, continuous=False):
+def eigensystem(kernel_train):
+    """(λ ascending, V) of the symmetric part of a training kernel: the one factorisation a fixed-kernel run needs
+    (the step rule reads λ, the closed form uses both)."""
+    K = jnp.asarray(kernel_train)
+    return jnp.linalg.eigh(0.5 * (K + K.T))
+
+
+def closed_form(kernel_train, r0, times, lr, kernel_test=None, continuous=False, eig=None):
     """Residuals r_t (T, n, k) and test-output changes f_t(x') − f_0(x') (T, n_test, k).
 
-    ``kernel_train`` (n×n) symmetric; ``r0`` (n, k) — k = C for output-diagonal kernels, else 1.
+    ``kernel_train`` (n×n) symmetric; ``r0`` (n, k) — k = C for output-diagonal kernels, else 1; ``eig``: its
+    :func:`eigensystem` when the caller has it already.
     """
-    evals, evecs = jnp.linalg.eigh(0.5 * (kernel_train + kernel_train.T))
+    evals, evecs = eigensystem(kernel_train) if eig is None else eig
     coeff0 = evecs.T @ r0  # (n, k)
     t = jnp.asarray(times, dtype=r0.dtype)[:, None]
     lam = evals[None, :]
@@ -90,23 +98,32 @@ def _whitened_pair(loss, train: LayerKernels, left: LayerKernels, R, c: int):
     return train.whiten(R, R), left.whiten(loss.left_basis(left.fwd.shape[1], c, R.dtype), R)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "opts", "loss_name", "rcond", "steps", "net"))
+@functools.partial(jax.jit, static_argnames=("method", "opts", "loss_name", "rcond", "steps", "net", "trust_metric"))
 def scan(train: LayerKernels, left: LayerKernels, f_all, Y, lr, damping: Damping, *, method: str, opts: tuple,
-         loss_name: str, rcond, steps: int, net: Network):
-    """Outputs (steps+1, N_all, C) of f_{t+1} = f_t − η·step(f_t), where the first N rows of ``f_all``
-    are the training points and ``left`` holds the kernels of all N_all points against X."""
+         loss_name: str, rcond, steps: int, net: Network, kappa=None, trust_metric: str = TRUST_METRIC):
+    """(outputs (steps+1, N_all, C), steps taken (steps,)) of f_{t+1} = f_t − η_t·step(f_t), where the first N rows
+    of ``f_all`` are the training points and ``left`` holds the kernels of all N_all points against X. η_t = lr,
+    or with a trust region ``kappa`` (traced; None: off) the largest η ≤ lr with ½η²||s_t||²/N ≤ κ, s_t the training
+    step in ``trust_metric``: logits mod 1_C ("euclidean") or whitened ("fisher": the second-order KL;
+    :func:`ntk_ngd.trajectory.kl_step_cap`, the function-space twin of :func:`ntk_ngd.optim.trust_region`)."""
     spec, loss = methods.get(method), losses.get(loss_name)
     n, c = train.fwd.shape[1], Y.shape[1]
 
     def body(f, t):
         w, ctx = _step_context(spec, loss, n, opts, rcond, damping, net, f[:n], Y, t)
         tw, lw = _whitened_pair(loss, train, left, w.R, c)
-        _, step_all = spec.function_step(tw, lw, ctx)
-        f_next = f - lr * loss.output_step(jnp.reshape(step_all, (f.shape[0], -1)))
-        return f_next, f_next
+        step_train, step_all = spec.function_step(tw, lw, ctx)
+        step_rows = jnp.reshape(step_all, (f.shape[0], -1))
+        if kappa is None:
+            eta = lr
+        else:
+            measured = step_train if trust_metric == "fisher" else step_rows[:n]
+            eta = kl_step_cap(jnp.sum(measured**2), n, kappa, lr)
+        f_next = f - eta * loss.output_step(step_rows)
+        return f_next, (f_next, eta)
 
-    _, fs = jax.lax.scan(body, f_all, jnp.arange(steps))
-    return jnp.concatenate([f_all[None], fs])
+    _, (fs, etas) = jax.lax.scan(body, f_all, jnp.arange(steps))
+    return jnp.concatenate([f_all[None], fs]), etas
 
 
 def stacked(train: LayerKernels, test: LayerKernels | None) -> LayerKernels:
@@ -142,12 +159,15 @@ def _curves_np(loss, F, Y):
 # ---------------------------------------------------------------------------------------------
 def simulate(net: Network, X, Y, method: str, params=None, lr: float | None = None, steps: int = 20, X_test=None,
              damping: float = 0.0, time: str = "discrete", loss: str = "mse", Y_test=None, outputs=None,
-             rcond: float | None = None, **options) -> Trajectory:
+             rcond: float | None = None, trust_region="auto", trust_metric: str = TRUST_METRIC,
+             **options) -> Trajectory:
     """Function-space trajectory of ``method`` on (X, Y) for ``steps`` steps (module docstring).
 
     ``Y``: MSE targets (N, C), or class labels / one-hot for ``loss="cross_entropy"``; ``Y_test`` likewise
-    for the test loss. ``lr=None`` applies the method's step rule (:func:`ntk_ngd.trajectory.default_lr`)
-    and reports it in ``lr_rule``. ``time="continuous"`` (MSE, fixed kernels) evaluates r(τ) at τ = η·t.
+    for the test loss. ``lr=None`` applies the method's step rule (:func:`ntk_ngd.trajectory.choose_step`: 1/α
+    where the kernel is isotropic, else 1/λ_max) and reports it in ``lr_rule``. ``trust_region``: κ of the
+    per-step cap of the predicted output change, measured in ``trust_metric`` (:func:`scan`; ``"auto"``:
+    :data:`~ntk_ngd.trajectory.KL_TRUST_REGION` for cross-entropy with lr=None, else off). ``time="continuous"`` (MSE, fixed kernels) evaluates r(τ) at τ = η·t.
     ``outputs``: starting outputs on X (default f(X; params), or 0 at infinite width; test points then
     start at f(X_test; params) or 0). ``options`` go to the method (e.g. ``samples=``, ``seed=`` for sf).
     """
@@ -159,8 +179,9 @@ def simulate(net: Network, X, Y, method: str, params=None, lr: float | None = No
         raise ValueError("simulate needs targets Y")
     if spec.finite_width_only and params is None:
         raise ValueError(spec.finite_width_only)
-    if lr is not None:
-        lr = check_lr(lr)
+    lr = None if lr is None else check_lr(lr)
+    kappa = trust_region_for(trust_region, prob.loss.name, lr is not None)
+    _validate.choice("trust_metric", trust_metric, ("euclidean", "fisher"))
     Yt = None if Y_test is None else prob.loss.check_targets(Y_test, np.shape(Y_test)[0], net.out_dim)
     if Yt is not None and prob.X_test is None:
         raise ValueError("Y_test given without X_test")
@@ -170,65 +191,112 @@ def simulate(net: Network, X, Y, method: str, params=None, lr: float | None = No
     if prob.X_test is not None:
         f_test0 = (np.zeros((prob.X_test.shape[0], net.out_dim)) if params is None
                    else np.asarray(net.apply(params, prob.X_test), dtype=float))
-    fixed = not (spec.needs_residual or spec.random) and prob.loss is losses.MSE
+    fixed = not (spec.needs_residual or spec.random) and prob.loss is losses.MSE and kappa is None
     if not fixed and time != "discrete":
         raise ValueError(f"{method} with {prob.loss.name}: the step depends on the outputs; only time='discrete'")
     train_w, test_w = _problem.whiten(prob, train, test)
-    metric = prediction = None
-    if not (spec.needs_residual or spec.random):
-        metric = np.asarray(spec.kernel(train_w, None, ctx).train)
-        if spec.step_rule == "1/alpha" and lr is None:
-            prediction = spec.predict(train_w, ctx)
-    if lr is None:
-        lr, rule = default_lr(spec.step_rule, metric, prediction, np.reshape(np.asarray(ctx.residual), (prob.n, -1))
-                              if ctx.residual is not None else None)
-    else:
-        rule = "given"
+    run = _Run(spec, prob, ctx, Yt, steps)
     if fixed:
-        return _closed_form_trajectory(spec, prob, ctx, train_w, test_w, f_test0, lr, rule, steps, time, Yt, metric)
-    f_all = prob.f if f_test0 is None else np.concatenate([prob.f, f_test0])
-    F = np.asarray(scan(train, stacked(train, test), jnp.asarray(f_all), jnp.asarray(prob.targets), lr, ctx.damping,
-                        method=spec.name, opts=ctx.options, loss_name=prob.loss.name, rcond=ctx.rcond, steps=steps,
-                        net=net))
-    alpha = deviation = None
-    if metric is not None:
-        iso = isotropy(metric)
-        alpha, deviation = iso.alpha, iso.deviation
-    else:  # effective α along u_0 (residual-dependent methods have no fixed kernel)
-        step0, _ = spec.function_step(train_w, None, ctx)
-        u0 = ctx.residual
-        alpha = float(jnp.vdot(u0, step0) / jnp.vdot(u0, u0))
-    return _trajectory(spec, prob, F, Yt, lr, rule, alpha, deviation, np.arange(steps + 1, dtype=float), metric,
-                       float(ctx.damping.value))
+        return _closed_form_trajectory(run, train_w, test_w, f_test0, lr, time)
+    return _scan_trajectory(run, train, test, train_w, f_test0, lr, kappa, trust_metric)
 
 
-def _closed_form_trajectory(spec, prob, ctx, train_w, test_w, f_test0, lr, rule, steps, time, Yt, metric):
-    kern = spec.kernel(train_w, test_w, ctx)
+class _Run:
+    """What every simulate branch carries: method, problem, context, test targets, steps."""
+
+    def __init__(self, spec, prob, ctx, Yt, steps):
+        self.spec, self.prob, self.ctx, self.Yt, self.steps = spec, prob, ctx, Yt, steps
+
+    @property
+    def damping(self) -> float:
+        return float(self.ctx.damping.value)
+
+    def default_step(self, train_w, evals=None, residual=None) -> StepSize:
+        """The method's step rule at step 0 (the theory's α asked only where the rule can use it)."""
+        spec = self.spec
+        prediction = spec.predict(train_w, self.ctx) if spec.step_rule == "1/alpha" else None
+        return choose_step(spec.step_rule, None, prediction, residual, evals=evals, damping=self.damping,
+                           method=spec.name)
+
+
+def _closed_form_trajectory(run: _Run, train_w, test_w, f_test0, lr, time):
+    """MSE with a fixed kernel: one kernel evaluation and one eigendecomposition serve the step rule and the
+    closed form."""
+    spec, prob = run.spec, run.prob
+    kern = spec.kernel(train_w, test_w, run.ctx)
     K = jnp.asarray(kern.train)
+    eig = eigensystem(K)
+    evals = np.asarray(eig[0])
+    step = run.default_step(train_w, evals) if lr is None else None
+    lr, rule = (step.lr, step.rule) if step is not None else (lr, "given")
     n, c = prob.n, prob.net.out_dim
     k_cols = c if K.shape[0] == n else 1  # output-diagonal: columns are the C outputs
     r0 = prob.f - prob.targets
-    times = np.arange(steps + 1, dtype=float) * (lr if time == "continuous" else 1.0)
+    times = np.arange(run.steps + 1, dtype=float) * (lr if time == "continuous" else 1.0)
     residuals, moved = closed_form(K, jnp.asarray(r0.reshape(K.shape[0], k_cols)), times, lr, kern.test,
-                                   continuous=time == "continuous")
+                                   continuous=time == "continuous", eig=eig)
     F = np.asarray(residuals).reshape(len(times), n, c) + prob.targets[None]
     if moved is not None:
         F = np.concatenate([F, f_test0[None] + np.asarray(moved).reshape(len(times), -1, c)], axis=1)
-    iso = isotropy(np.asarray(K))
-    return _trajectory(spec, prob, F, Yt, lr, rule, iso.alpha, iso.deviation, times, np.asarray(K),
-                       float(ctx.damping.value))
+    alpha, deviation = _isotropy_of(evals)
+    fields = step_fields(None, lr, evals) if time == "discrete" else {}
+    if step is None:
+        warn_if_unstable(spec.name, lr, fields)
+    return _trajectory(run, F, lr, rule, alpha, deviation, times, np.asarray(K), **fields)
 
 
-def _trajectory(spec, prob, F, Yt, lr, rule, alpha, deviation, times, kernel, damping) -> Trajectory:
+def _isotropy_of(evals):
+    """(α, deviation) of a symmetric kernel from its eigenvalues (= :func:`ntk_ngd.diagnostics.isotropy`)."""
+    lam = np.asarray(evals, dtype=float)
+    alpha = float(np.mean(lam))
+    return alpha, float(np.sqrt(np.mean((lam - alpha) ** 2)) / abs(alpha)) if alpha else float("inf")
+
+
+def _scan_trajectory(run: _Run, train, test, train_w, f_test0, lr, kappa, trust_metric):
+    """Residual-dependent or random methods, cross-entropy, or a trust region: step by step in one lax.scan."""
+    spec, prob, ctx = run.spec, run.prob, run.ctx
+    u0 = ctx.residual
+    evals = metric = None
+    if not (spec.needs_residual or spec.random):
+        metric = np.asarray(spec.kernel(train_w, None, ctx).train)
+        evals = spectrum(metric)
+    step = None
+    if lr is None:
+        step = run.default_step(train_w, evals, None if u0 is None else np.reshape(np.asarray(u0), (prob.n, -1)))
+        lr, rule = step.lr, step.rule
+    else:
+        rule = "given"
+    if kappa is not None:
+        rule += f"; trust region kappa = {kappa:g} ({trust_metric})"
+    fields = step_fields(step, lr, evals)
+    if step is None and prob.loss is losses.MSE:
+        warn_if_unstable(spec.name, lr, fields)
+    f_all = prob.f if f_test0 is None else np.concatenate([prob.f, f_test0])
+    F, etas = scan(train, stacked(train, test), jnp.asarray(f_all), jnp.asarray(prob.targets), lr, ctx.damping,
+                   method=spec.name, opts=ctx.options, loss_name=prob.loss.name, rcond=ctx.rcond, steps=run.steps,
+                   net=prob.net, kappa=None if kappa is None else jnp.asarray(kappa), trust_metric=trust_metric)
+    if evals is not None:
+        alpha, deviation = _isotropy_of(evals)
+    else:  # effective α along u_0 (residual-dependent methods have no fixed kernel)
+        step0, _ = spec.function_step(train_w, None, ctx)
+        alpha, deviation = float(jnp.vdot(u0, step0) / jnp.vdot(u0, u0)), None
+    return _trajectory(run, np.asarray(F), lr, rule, alpha, deviation, np.arange(run.steps + 1, dtype=float),
+                       metric, trust_region=kappa, lr_per_step=np.asarray(etas), **fields)
+
+
+def _trajectory(run: _Run, F, lr, rule, alpha, deviation, times, kernel, **fields) -> Trajectory:
+    prob = run.prob
     n = prob.n
     train_loss, train_acc = _curves_np(prob.loss, F[:, :n], prob.targets)
     test_pred = F[:, n:] if prob.X_test is not None else None
     test_loss = test_acc = None
-    if Yt is not None:
-        test_loss, test_acc = _curves_np(prob.loss, test_pred, Yt)
-    return Trajectory(spec.name, prob.loss.name, times, train_loss, F[:, :n], test_pred, test_loss, float(lr), rule,
-                      alpha, deviation, first_divergence(train_loss), train_acc, test_acc, kernel=kernel,
-                      damping=damping)
+    if run.Yt is not None:
+        test_loss, test_acc = _curves_np(prob.loss, test_pred, run.Yt)
+    return Trajectory(method=run.spec.name, loss=prob.loss.name, times=times, train_loss=train_loss,
+                      train_pred=F[:, :n], test_pred=test_pred, test_loss=test_loss, lr=float(lr), lr_rule=rule,
+                      alpha=alpha, deviation=deviation, diverged_at=first_divergence(train_loss),
+                      train_accuracy=train_acc, test_accuracy=test_acc, kernel=kernel, damping=run.damping,
+                      **fields)
 
 
-__all__ = ["closed_form", "curves", "scan", "simulate", "stacked"]
+__all__ = ["closed_form", "curves", "eigensystem", "scan", "simulate", "stacked"]

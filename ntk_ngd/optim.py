@@ -20,9 +20,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from . import losses, methods
+from . import _validate, losses, methods
 from .damping import Damping
 from .kernels import LayerKernels, check_params, layer_features
 from .networks import Network
@@ -95,11 +96,74 @@ def natural_gradient(net: Network, method: str = "exact", damping=0.0, loss: str
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def ngd(net: Network, learning_rate, method: str = "exact", damping=0.0, loss: str = "mse", **options):
-    """``optax.chain(natural_gradient(...), optax.scale_by_learning_rate(learning_rate))``: a ready
-    optimiser (``learning_rate`` a number or an optax schedule), like ``optax.adam``."""
-    return optax.chain(natural_gradient(net, method, damping, loss, **options),
-                       optax.scale_by_learning_rate(learning_rate))
+class TrustRegionState(NamedTuple):
+    """The factor min(1, √(2κ/q(v))) applied to the last update (1: inside the trust region)."""
+
+    scale: jax.Array
 
 
-__all__ = ["NaturalGradientState", "direction", "natural_gradient", "ngd", "tildes_to_tree"]
+#: Output metrics of :func:`trust_region`: the one q(v) is measured in.
+TRUST_METRICS = ("euclidean", "fisher")
+
+
+def trust_region(net: Network, kappa, loss: str = "mse", metric: str = "euclidean"
+                 ) -> optax.GradientTransformationExtraArgs:
+    """Scale an update v so that its predicted output change stays within ``kappa`` (docs/THEORY.md "Step size"):
+
+        v ← v · min(1, √(2κ / q(v))),   q(v) = ||P J v||²/N ("euclidean") or ||R J v||²/N = vᵀFv ("fisher"),
+
+    with J v the output change to first order (one forward-mode product through ``net.apply`` at ``params`` on
+    ``batch``), P the projection onto logits mod 1_C (cross-entropy; identity for MSE) and R the softmax whitening
+    (F = J̃ᵀJ̃/N the *exact* Fisher). "fisher" is K-FAC's KL clipping (Ba, Grosse & Martens 2017) with the exact
+    Fisher: ½q(v) is the mean per-sample KL to second order. "euclidean" bounds the mean squared logit change
+    instead — the KL of the Gaussian output model, equal to "fisher" for MSE — which stays a bound on the move
+    where the softmax Fisher is flat (logits of improbable classes: THEORY "Step size"). Chain it after the learning
+    rate (like ``optax.clip_by_global_norm``): it needs the final update, not the direction.
+    """
+    loss = losses.get(loss)
+    if metric not in TRUST_METRICS:
+        raise ValueError(f"trust_region metric must be one of {TRUST_METRICS}, got {metric!r}")
+    if not _validate.is_traced(kappa) and not (np.isfinite(float(kappa)) and float(kappa) > 0):
+        raise ValueError(f"trust_region needs a finite kappa > 0, got {kappa!r}")
+
+    def init_fn(params):
+        del params
+        return TrustRegionState(jnp.ones([]))
+
+    def update_fn(updates, state, params=None, *, batch, offset=None, **extra_args):
+        del state, extra_args
+        if params is None:
+            raise ValueError("trust_region needs params: tx.update(grads, state, params, batch=(X, Y))")
+        X, Y = jnp.asarray(batch[0]), jnp.asarray(batch[1])
+        f, jv = jax.jvp(lambda p: net.apply(p, X), (params,), (updates,))
+        if offset is not None:
+            f = f - offset
+        quad = jnp.sum(_output_rows(loss, metric, f, Y, jv) ** 2) / X.shape[0]
+        scale = jnp.minimum(1.0, jnp.sqrt(2.0 * kappa / jnp.maximum(quad, jnp.finfo(quad.dtype).tiny)))
+        return jax.tree_util.tree_map(lambda v: None if v is None else scale * v, updates,
+                                      is_leaf=lambda v: v is None), TrustRegionState(scale)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _output_rows(loss, metric, f, Y, jv):
+    """The output change ``jv`` (N, C) in the trust region's metric: R·jv (fisher) or Vᵀ·jv / jv (euclidean)."""
+    if metric == "fisher":
+        R = loss.whiten(f, Y).R
+        return jv if R is None else jnp.einsum("nkc,nc->nk", R, jv)
+    basis = loss.left_basis(1, jv.shape[1], jv.dtype)
+    return jv if basis is None else jv @ basis[0].T
+
+
+def ngd(net: Network, learning_rate, method: str = "exact", damping=0.0, loss: str = "mse", trust_kappa=None,
+        trust_metric: str = "euclidean", **options):
+    """``optax.chain(natural_gradient(...), optax.scale_by_learning_rate(learning_rate)[, trust_region(...)])``: a
+    ready optimiser (``learning_rate`` a number or an optax schedule), like ``optax.adam``. ``trust_kappa``: κ of
+    the trust region (:func:`trust_region`; None: none — :data:`ntk_ngd.trajectory.KL_TRUST_REGION` is the default
+    ``nn.train`` uses for cross-entropy)."""
+    parts = [natural_gradient(net, method, damping, loss, **options), optax.scale_by_learning_rate(learning_rate)]
+    if trust_kappa is not None:
+        parts.append(trust_region(net, trust_kappa, loss, trust_metric))
+    return optax.chain(*parts)
+__all__ = ["NaturalGradientState", "TRUST_METRICS", "TrustRegionState", "direction", "natural_gradient", "ngd",
+           "tildes_to_tree", "trust_region"]

@@ -31,7 +31,7 @@ def test_simulate_json_one_step_convergence(capsys):
                                       "--in-dim", "12", "--steps", "3"])
     assert code == 0
     by = {r["method"]: r for r in payload["summary"]}
-    assert by["exact"]["steps_to_1e-6"] == 1 and by["exact"]["lr_rule"] == "1/alpha (theory)"
+    assert by["exact"]["steps_to_1e-6"] == 1 and by["exact"]["lr_rule"].startswith("1/alpha: isotropic (theory alpha = 1,")
     assert by["gd"]["steps_to_1e-6"] is None
 
 

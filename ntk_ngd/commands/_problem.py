@@ -95,6 +95,10 @@ def summary_line(traj) -> dict:
         "lr": float(traj.lr),
         "lr_rule": traj.lr_rule,
         "diverged_at": traj.diverged_at,
+        "monotone": traj.monotone,
+        "spectral_radius": traj.spectral_radius,
+        "step_norm_first": traj.step_norm_first,
+        "step_norm_max": traj.step_norm_max,
     }
     if traj.loss == "cross_entropy":
         row["final_accuracy"] = float(traj.train_accuracy[traj.steps_run])
@@ -102,14 +106,22 @@ def summary_line(traj) -> dict:
 
 
 def format_summary(rows) -> str:
-    lines = [f"{'method':<14}{'lr':>11}  {'rule':<22}{'final loss':>12}  steps to 1e-6 of initial"]
+    """The summary table: loss, steps to 1e-6, the relative parameter step ||Δθ||/||θ|| (first / max; real training
+    only: "left the lazy regime" as a number) and the step rule with its reason, last."""
+    lines = [f"{'method':<14}{'lr':>11}{'final loss':>12}  {'to 1e-6':<8}{'|dθ|/|θ| 1st/max':>18}  rule"]
     for r in rows:
         steps = "never" if r["steps_to_1e-6"] is None else str(r["steps_to_1e-6"])
+        notes = []
         if r.get("diverged_at") is not None:
-            steps += f" (diverged at {r['diverged_at']})"
+            notes.append(f"diverged at {r['diverged_at']}")
+        elif not r.get("monotone", True):
+            notes.append("loss not monotone")
         if "final_accuracy" in r:
-            steps += f"  accuracy {r['final_accuracy']:.3f}"
-        lines.append(f"{r['method']:<14}{r['lr']:>11.4g}  {r['lr_rule']:<22}{r['final_loss']:>12.3e}  {steps}")
+            notes.append(f"accuracy {r['final_accuracy']:.3f}")
+        norms = "-" if r.get("step_norm_first") is None else f"{r['step_norm_first']:.2g} / {r['step_norm_max']:.2g}"
+        tail = f"  [{'; '.join(notes)}]" if notes else ""
+        lines.append(f"{r['method']:<14}{r['lr']:>11.4g}{r['final_loss']:>12.3e}  {steps:<8}{norms:>18}  "
+                     f"{r['lr_rule']}{tail}")
     return "\n".join(lines)
 
 
