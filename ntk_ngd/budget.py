@@ -4,11 +4,12 @@ saying so, the methods whose estimate exceeds the budget — instead of a silent
 
     seconds ≈ OVERHEAD_S + flops / FLOPS_PER_SECOND,
 
-one rate calibrated on the development machine (a 2-core shared CPU, float64, jax 0.4.38) by timing
-``ntk-ngd train`` method by method at two sizes (N = 32 one output, and N = 100, C = 10 cross-entropy digits,
-width 512, depth 3) against the declared counts; the measured times are in the constants' comments. The
-estimates are indicative (a factor of a few either way: compile time, memory traffic, other load on the
-machine); they decide only what is skipped, and ``--force`` (or ``--budget 0``) runs everything.
+with one rate calibrated on the development machine (2 CPU cores, float64, jax 0.4.38) against the declared
+counts of ``ntk-ngd train`` runs timed method by method (the constants' comments give the numbers). The estimates
+are indicative: they assume an otherwise idle machine (the development machine is shared; under a load average
+of 10 the same runs took up to 10x longer), and compile time, memory traffic and BLAS threading move them by a
+factor of a few either way (the eigendecomposition-bound kfac_cor ran 5x slower than its estimate). They decide
+only what is skipped; ``--force`` (or ``--budget 0``) runs everything.
 
 Runs: ``train`` evaluates the kernel twice (the step rule at θ₀, the isotropy of the final metric) and one update
 per step; ``simulate`` evaluates it once and a closed form (one eigendecomposition of order R), or once per step
@@ -20,16 +21,18 @@ import dataclasses
 
 from .methods import _cost, get
 
-#: effective operations per second of the Gram-form code on the development machine: `ntk-ngd train` method by
-#: method (2-core CPU shared with other jobs, float64; 2026-12-06). Default command (N = 32, k = 1, width 512,
-#: depth 3, 20 steps): kfac_cor 6.2e11 declared operations in 151 s (4.1e9/s), unit_wise 2.1e10 in 4.1 s; the
-#: issue's command (digits, C = 10 cross-entropy, N = 100, 10 steps): see the calibration note in the report.
-FLOPS_PER_SECOND = 4e9
+#: effective operations per second of the Gram-form code (2-core CPU, float64). Calibrated on the per-method times
+#: of issue 27's run (digits, C = 10 cross-entropy: k = 9 rows per sample, N = 100, width 512, depth 3, 10 steps):
+#: kpsvd 8.1e11 declared operations in 34 s (2.4e10/s), ekfac 5.6e11 in 32 s (1.8e10/s), unit_wise 1.12e12 in 58 s
+#: (1.9e10/s), gd + exact + kfac 2.5e11 in 14 s together (1.8e10/s). The default command (N = 32, one output,
+#: 20 steps; 2026-12-06, load average ~1): unit_wise 2.1e10 in 4.1 s, kfac_cor 6.2e11 in 151 s (4.1e9/s: its
+#: order-1024 eigendecompositions ran slower than the model; on the loaded machine one took 26 s in numpy).
+FLOPS_PER_SECOND = 2e10
 #: seconds every method costs whatever its size (tracing, jit compilation, dispatch): the cheapest methods of
 #: the default command took 0.6-1.0 s each
 OVERHEAD_S = 1.0
-#: default per-method budget of `--method all` runs, in seconds: the default `ntk-ngd train` then finishes
-#: within a minute on 2 cores (kfac_cor, 151 s there, is skipped)
+#: default per-method budget of `--method all` runs, in seconds: the default `ntk-ngd train` then skips kfac_cor
+#: (estimated 32 s, measured 151 s) and finishes within a minute on 2 cores (the 13 others took 26 s together)
 DEFAULT_BUDGET_S = 20.0
 
 

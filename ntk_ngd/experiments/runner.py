@@ -34,6 +34,13 @@ def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log
     return results
 
 
+def figure_files(out_dir: str = "figures") -> tuple[str, ...]:
+    """The PNG files a full run writes in ``out_dir``: one per experiment of EXPERIMENTS (:func:`ntk_ngd.plotting.paths`)."""
+    from ..plotting import paths
+
+    return tuple(paths(name, out_dir)[0] for name in EXPERIMENTS)
+
+
 def _record_checks(result: ExperimentResult, profile: str) -> None:
     """Add the claims, their verdicts, the profile and the wall time to the figure's JSON."""
     with open(result.json, encoding="utf-8") as fh:
