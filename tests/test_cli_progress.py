@@ -47,9 +47,8 @@ def test_wanted_terminal_json_and_flag():
 def test_progress_line_per_method_on_stderr_and_table_unchanged(capsys):
     code, out, err = run(capsys, SIMULATE + ["--progress"])
     assert code == 0
-    lines = [ln for ln in err.splitlines() if ln.startswith("[simulate")]
-    assert [re.match(r"\[simulate (\d)/2\] (\w+): [\d.]+ s", ln).groups() for ln in lines] == [("1", "exact"),
-                                                                                                ("2", "gd")]
+    assert re.findall(r"^\[simulate (\d)/2\] (\w+): [\d.]+ s", err, flags=re.M) == [("1", "exact"), ("2", "gd")]
+    assert re.search(r"^\[simulate\] 2 method\(s\), estimated \d+ s in total$", err, flags=re.M)
     code, plain, err_plain = run(capsys, SIMULATE)  # not a terminal, no flag: silent
     assert "[simulate" not in err_plain
     assert plain == out  # the table is the same with or without progress

@@ -151,6 +151,8 @@ def run_methods(args, names, run_one, label: str, estimate=None) -> int:
     for s in skipped:  # what changes the result is said even off a terminal (stderr; not under --json)
         if progress.enabled or not args.json:
             print(f"[{label}] {s.line()}", file=sys.stderr, flush=True)
+    if estimate is not None:
+        progress.note(f"{len(names)} method(s), estimated {sum(estimates[m] for m in names):.0f} s in total")
     rows, curves = [], {}
     progress.start()
     for m in names:
