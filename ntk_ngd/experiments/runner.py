@@ -35,7 +35,8 @@ def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log
 
 
 def figure_files(out_dir: str = "figures") -> tuple[str, ...]:
-    """The PNG files a full run writes in ``out_dir``: one per experiment of EXPERIMENTS (:func:`ntk_ngd.plotting.paths`)."""
+    """The PNG files a full run writes in ``out_dir``: one per experiment of EXPERIMENTS
+    (:func:`ntk_ngd.plotting.paths`)."""
     from ..plotting import paths
 
     return tuple(paths(name, out_dir)[0] for name in EXPERIMENTS)

@@ -121,4 +121,5 @@ def gram_solve_cost(n_solves_per_layer: int = 0, global_solves: int = 0):
     return cost
 
 
-__all__ = ["Cost", "Size", "diagonal_basis_kernel", "diagonal_basis_update", "eigh", "features", "gram_solve_cost", "matmul", "per_layer", "solves", "svd"]
+__all__ = ["Cost", "Size", "diagonal_basis_kernel", "diagonal_basis_update", "eigh", "features", "gram_solve_cost",
+           "matmul", "per_layer", "solves", "svd"]

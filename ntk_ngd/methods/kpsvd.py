@@ -196,7 +196,8 @@ def fitted_cost(n_terms):
     Per layer: the rearranged SVD (two eigendecompositions and an SVD of order N), the data bases (K^H_l: N,
     K^Δ_l: R) and the terms in them; then one term: eigendecompositions of Ã (r_H) and B̃ (r_Δ) and the
     diagonal-basis kernel/update; several: the (r_H·r_Δ)-square M = Σ σ_i Ã_i⊗B̃_i and one eigendecomposition
-    of it — 9(r_H·r_Δ)³, the term that makes kfac_cor (two terms) the costliest method (r_H·r_Δ = N·R in an update)."""
+    of it — 9(r_H·r_Δ)³, the term that makes kfac_cor (two terms) the costliest method (r_H·r_Δ = N·R in an
+    update)."""
 
     def layer(n, r, d, m, rh, rd, k, jitted):
         fit = 2 * _cost.eigh(n) + _cost.svd(n, n) + _cost.eigh(n) + _cost.eigh(r)
