@@ -18,6 +18,7 @@ for the methods whose kernel depends on the residual or a random draw.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from .methods import _cost, get
 
@@ -34,6 +35,15 @@ OVERHEAD_S = 1.0
 #: default per-method budget of `--method all` runs, in seconds: the default `ntk-ngd train` then skips kfac_cor
 #: (estimated 32 s, measured 151 s) and finishes within a minute on 2 cores (the 13 others took 26 s together)
 DEFAULT_BUDGET_S = 20.0
+
+
+def load_note() -> str:
+    """'(on an idle machine; load average now L on C cores)': the estimates assume an idle machine."""
+    try:
+        load = f"{os.getloadavg()[0]:.1f}"
+    except OSError:  # pragma: no cover (no load average on this platform)
+        return "(on an idle machine)"
+    return f"(on an idle machine; load average now {load} on {os.cpu_count()} cores)"
 
 
 def seconds(flops: float) -> float:

@@ -48,7 +48,7 @@ def test_progress_line_per_method_on_stderr_and_table_unchanged(capsys):
     code, out, err = run(capsys, SIMULATE + ["--progress"])
     assert code == 0
     assert re.findall(r"^\[simulate (\d)/2\] (\w+): [\d.]+ s", err, flags=re.M) == [("1", "exact"), ("2", "gd")]
-    assert re.search(r"^\[simulate\] 2 method\(s\), estimated \d+ s in total$", err, flags=re.M)
+    assert re.search(r"^\[simulate\] 2 method\(s\), estimated \d+ s in total \(on an idle machine", err, flags=re.M)
     code, plain, err_plain = run(capsys, SIMULATE)  # not a terminal, no flag: silent
     assert "[simulate" not in err_plain
     assert plain == out  # the table is the same with or without progress

@@ -152,7 +152,8 @@ def run_methods(args, names, run_one, label: str, estimate=None) -> int:
         if progress.enabled or not args.json:
             print(f"[{label}] {s.line()}", file=sys.stderr, flush=True)
     if estimate is not None:
-        progress.note(f"{len(names)} method(s), estimated {sum(estimates[m] for m in names):.0f} s in total")
+        progress.note(f"{len(names)} method(s), estimated {sum(estimates[m] for m in names):.0f} s in total "
+                      f"{_budget.load_note()}")
     rows, curves = [], {}
     progress.start()
     for m in names:
