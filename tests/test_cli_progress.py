@@ -160,3 +160,24 @@ def test_train_warns_once_and_names_method_condition_remedy():
     runtime = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(runtime) == 1
     assert runtime[0].startswith("sf: samples=1 < 3 rows per sample") and "pass damping > 0" in runtime[0]
+
+
+def test_figures_reports_each_finished_figure(capsys, monkeypatch, tmp_path):
+    """The figures command hands its Progress to the runner, which closes one unit per figure (stubbed here:
+    the real figures take minutes)."""
+    from ntk_ngd.commands import figures
+
+    def fake_run(names, profile, out_dir, log, progress):
+        for name in names:
+            progress(name, "ok")
+        return []
+
+    monkeypatch.setattr(figures, "run_experiments", fake_run)
+    monkeypatch.setattr(figures, "write_report", lambda out, total: str(tmp_path / "REPORT.md"))
+    only = ["isotropy_table", "kfac_input_rank"]
+    code, _, err = run(capsys, ["figures", "--only", *only, "--out", str(tmp_path), "--progress"])
+    assert code == 0
+    assert re.findall(r"^\[figures (\d)/2\] (\w+): [\d.]+ s \(ok\)$", err, flags=re.M) == [("1", only[0]),
+                                                                                          ("2", only[1])]
+    code, _, err = run(capsys, ["figures", "--only", *only, "--out", str(tmp_path), "--json"])
+    assert "[figures" not in err
