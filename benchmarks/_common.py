@@ -57,7 +57,8 @@ def blas_limit(threads: int | None):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover (scikit-learn depends on threadpoolctl)
-        warnings.warn("threadpoolctl not installed: BLAS threads not limited", RuntimeWarning, stacklevel=2)
+        warnings.warn("benchmarks: threadpoolctl is not installed, so BLAS threads are not limited (timings on a "
+                      "loaded machine can be ~30x slower); pip install threadpoolctl", RuntimeWarning, stacklevel=2)
         yield
         return
     with threadpool_limits(limits=threads):

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate, losses, methods, problem as _problem
+from ._warn import once_per_call
 from .damping import Damping
 from .kernels import LayerKernels
 from .networks import Network
@@ -157,6 +158,7 @@ def _curves_np(loss, F, Y):
 # ---------------------------------------------------------------------------------------------
 # public entry point
 # ---------------------------------------------------------------------------------------------
+@once_per_call
 def simulate(net: Network, X, Y, method: str, params=None, lr: float | None = None, steps: int = 20, X_test=None,
              damping: float = 0.0, time: str = "discrete", loss: str = "mse", Y_test=None, outputs=None,
              rcond: float | None = None, trust_region="auto", trust_metric: str = TRUST_METRIC,

@@ -9,12 +9,11 @@ basis V of 1^⊥ (THEORY.md "Cross-entropy NGD in function space").
 """
 from __future__ import annotations
 
-import warnings
 
 import jax.numpy as jnp
 import numpy as np
 
-from . import methods, problem as _problem
+from . import _warn, methods, problem as _problem
 from .kernels import LayerKernels, layer_kernels
 from .networks import Network
 
@@ -96,9 +95,10 @@ def warn_rank_deficient_layers(prob, spec) -> None:
     label = "N*C" if prob.loss.name == "mse" else "N*(C-1)"
     for l, count in enumerate(prob.net.layer_param_counts):
         if count < rows:
-            warnings.warn(
-                f"{spec.name}: layer {l + 1} has {count} parameters < {label} = {rows}; its block is rank-deficient "
-                "at damping 0 and the kernel cannot be isotropic", RuntimeWarning, stacklevel=3)
+            _warn.warn(spec.name, f"layer {l + 1} has {count} parameters < {label} = {rows}, so its Fisher block is "
+                       "rank-deficient at damping 0 and the kernel cannot be isotropic (THEORY.md claim 2)",
+                       f"give layer {l + 1} at least {rows} parameters (a wider layer or fewer training points), or "
+                       "pass damping > 0 for a finite, damped kernel", key=("rank_deficient_layer", l), stacklevel=3)
 
 
 __all__ = ["LayerKernels", "function_step", "layer_kernels", "method_kernels", "preconditioned_kernel"]

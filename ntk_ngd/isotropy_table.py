@@ -56,8 +56,8 @@ def isotropy_rows(
             lk = layer_kernels(net, X, params=params)
             for spec in specs:
                 rows.append(_row(net, X, targets, spec, params, lk, damping, depth, width, loss))
-                if progress is not None:
-                    progress.update(1)
+            if progress is not None:
+                progress(f"depth {depth}, width {width or 'inf'}", f"{len(specs)} methods")
     return rows
 
 

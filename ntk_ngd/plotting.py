@@ -176,6 +176,11 @@ def environment() -> dict:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def paths(name: str, out_dir: str | os.PathLike = "figures") -> tuple[str, str]:
+    """(png, json): the files :func:`save` writes for figure ``name`` in ``out_dir``."""
+    return os.path.join(os.fspath(out_dir), f"{name}.png"), os.path.join(os.fspath(out_dir), f"{name}.json")
+
+
 def save(fig, name: str, data: dict, out_dir: str | os.PathLike = "figures", config=None,
          wall_time: float | None = None) -> tuple[str, str]:
     """Write ``out_dir/name.png`` (dpi :data:`DPI`) and ``out_dir/name.json``.
@@ -190,8 +195,7 @@ def save(fig, name: str, data: dict, out_dir: str | os.PathLike = "figures", con
     if wall_time is not None:
         wall_time = float(wall_time)
     os.makedirs(out_dir, exist_ok=True)
-    png_path = os.path.join(os.fspath(out_dir), f"{name}.png")
-    json_path = os.path.join(os.fspath(out_dir), f"{name}.json")
+    png_path, json_path = paths(name, out_dir)
     record = {
         "name": name,
         "data": to_jsonable(data),

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from . import _validate, methods, optim, problem as _problem
+from ._warn import once_per_call
 from .damping import Damping
 from .dynamics import _curves_np
 from .networks import Network
@@ -62,6 +63,7 @@ def parameter_update(net: Network, params, X, Y, method: str, lr: float, damping
     return updates
 
 
+@once_per_call
 def train(net: Network, params, X, Y, method: str, lr: float | None = None, steps: int = 10, damping: float = 0.0,
           X_test=None, Y_test=None, loss: str = "mse", center: bool = False, progress: bool = False,
           rcond: float | None = None, trust_region="auto", trust_metric: str = TRUST_METRIC,

@@ -1,12 +1,8 @@
 """Argument parsing helpers shared by the subcommands."""
 from __future__ import annotations
 
+import argparse
 import json
-
-import contextlib
-import sys
-
-from tqdm import tqdm
 
 
 def int_list(flag: str, text: str) -> list[int]:
@@ -45,14 +41,12 @@ def width_list(text: str) -> list[int | None]:
     return out
 
 
-@contextlib.contextmanager
-def progress_bar(total: int, desc: str, quiet: bool = False):
-    """A tqdm bar on stderr, shown on a terminal only and never with --json."""
-    bar = tqdm(total=total, desc=desc, file=sys.stderr, disable=quiet or not sys.stderr.isatty(), leave=False)
-    try:
-        yield bar
-    finally:
-        bar.close()
+def add_progress_flag(p) -> None:
+    """``--progress``/``--no-progress`` (default: lines on stderr only on a terminal and without --json;
+    :mod:`ntk_ngd.progress`)."""
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="one line per finished unit on stderr (default: only when stderr is a terminal and "
+                   "--json is not given; --progress forces it, --no-progress silences it)")
 
 
 def add_profile_flags(p, quick: str, full: str, tiny: str) -> None:

@@ -1,10 +1,15 @@
 """The options shared by `ntk-ngd simulate` and `ntk-ngd train`: data, network, loss, methods."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
-from .. import datasets, losses, methods
+from .. import budget as _budget, datasets, losses, methods
+from .. import progress as _progress
+from ..methods._cost import Size
 from ..networks import mlp
+from ._common import add_progress_flag, emit
 
 DATASETS = ("synthetic", "digits", "mnist")
 
@@ -28,6 +33,28 @@ def add_problem_arguments(p, width_default: str) -> None:
     p.add_argument("--damping", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of the summary")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="skip every method whose estimated time (from its declared complexity at this size) exceeds "
+                   f"SECONDS; 0: no limit (default: {_budget.DEFAULT_BUDGET_S:g} s per method with --method all, "
+                   "no limit for methods named with --method)")
+    p.add_argument("--force", action="store_true", help="run every method whatever its estimate (= --budget 0)")
+    add_progress_flag(p)
+
+
+def budget_of(args) -> float | None:
+    """The per-method budget in seconds (None: no limit): --force, --budget, or the default for --method all."""
+    if args.force or args.budget == 0:
+        return None
+    if args.budget is not None:
+        if args.budget < 0:
+            raise ValueError(f"--budget must be >= 0 seconds (0: no limit), got {args.budget:g}")
+        return args.budget
+    return _budget.DEFAULT_BUDGET_S if "all" in (args.method or ["all"]) else None
+
+
+def problem_size(args, net, infinite: bool = False) -> Size:
+    """The :class:`~ntk_ngd.methods._cost.Size` of the run (N, whitened rows per sample, layer widths)."""
+    return Size.of(net, args.n, losses.get(args.loss).rows(net.out_dim), infinite=infinite)
 
 
 def selected_methods(args, infinite: bool = False) -> tuple[str, ...]:
@@ -125,16 +152,38 @@ def format_summary(rows) -> str:
     return "\n".join(lines)
 
 
-def run_methods(args, names, run_one, label: str, unit_steps: int = 1) -> int:
-    """Run ``run_one(name) -> Trajectory`` for each method with a progress bar; print the summary."""
-    from ._common import emit, progress_bar
-
+def run_methods(args, names, run_one, label: str, estimate=None) -> int:
+    """Run ``run_one(name) -> Trajectory`` for each method, one progress line per finished method
+    (:mod:`ntk_ngd.progress`), and print the summary. ``estimate(name) -> seconds``: methods over the budget
+    (:func:`budget_of`) are skipped with one line each and listed under the table and in the JSON."""
+    limit = budget_of(args)
+    estimates = {m: (estimate(m) if estimate is not None else 0.0) for m in names}
+    names, skipped = _budget.split(estimates, limit)
+    progress = _progress.from_args(args, label, len(names))
+    for s in skipped:  # what changes the result is said even off a terminal (stderr; not under --json)
+        if progress.enabled or not args.json:
+            print(f"[{label}] {s.line()}", file=sys.stderr, flush=True)
+    if estimate is not None:
+        progress.note(f"{len(names)} method(s), estimated {sum(estimates[m] for m in names):.0f} s in total "
+                      f"{_budget.load_note()}")
     rows, curves = [], {}
-    with progress_bar(len(names) * unit_steps, label, args.json) as bar:
-        for m in names:
-            traj = run_one(m)
-            rows.append(summary_line(traj))
-            curves[m] = traj.train_loss.tolist()
-            bar.update(unit_steps)
-    emit(args, {"loss": args.loss, "summary": rows, "train_loss": curves}, format_summary(rows))
+    progress.start()
+    for m in names:
+        traj = run_one(m)
+        row = summary_line(traj)
+        rows.append(row)
+        curves[m] = traj.train_loss.tolist()
+        progress.done(m, f"estimated {estimates[m]:.2g} s; final loss {row['final_loss']:.3e}" if estimate
+                      else f"final loss {row['final_loss']:.3e}")
+    payload = {"loss": args.loss, "summary": rows, "train_loss": curves, "budget_s": limit,
+               "skipped": [s.as_dict() for s in skipped]}
+    emit(args, payload, format_summary(rows) + format_skipped(skipped))
     return 0
+
+
+def format_skipped(skipped) -> str:
+    """The line under the table naming the skipped methods (empty when none was)."""
+    if not skipped:
+        return ""
+    names = ", ".join(f"{s.method} (~{s.estimate_s:.2g} s)" for s in skipped)
+    return f"\nskipped, estimated over the {skipped[0].budget_s:g} s budget (--force runs them): {names}"

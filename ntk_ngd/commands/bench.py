@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import emit
-from ._common import add_profile_flags, progress_bar
+from .. import progress as _progress
+from ._common import add_profile_flags, add_progress_flag, emit
 
 #: Benchmarks in the order they run (benchmarks/bench_NAME.py).
 BENCHMARKS = ("kernels", "methods", "dynamics", "training", "continual")
@@ -41,6 +41,7 @@ def register(sub) -> None:
                    "the core count: multithreaded OpenBLAS is ~30x slower on an oversubscribed machine), "
                    "'default', or an integer")
     p.add_argument("--dir", default=None, help="benchmarks folder (default: the repository's benchmarks/)")
+    add_progress_flag(p)
     p.set_defaults(func=run, profile="full")
 
 
@@ -120,29 +121,27 @@ def run(args) -> int:
     if missing:
         raise ValueError(f"benchmark script(s) not found: {', '.join(missing)}")
     os.makedirs(args.out, exist_ok=True)
-    say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    progress = _progress.from_args(args, "bench", len(paths))
     results = []
     start = time.perf_counter()
-    with progress_bar(len(paths), "bench", args.json) as bar:
-        for i, (name, path) in enumerate(zip(names, paths), 1):
-            say(f"[{i}/{len(paths)}] {name}: running ({args.profile} profile) ...")
-            t0 = time.perf_counter()
-            try:
-                module = load_script(path)
-                if callable(getattr(module, "run", None)):
-                    out = _run_in_process(module, args.profile, args.out, args.blas_threads, args.json)
-                else:
-                    out = _run_subprocess(path, args.profile, args.out)
-            except Exception as err:  # a crashing benchmark is reported, the others still run
-                out = {"name": f"bench_{name}", "ok": False, "error": f"{type(err).__name__}: {err}",
-                       "table": f"FAILED: {type(err).__name__}: {err}"}
-            out["wall_time_s"] = time.perf_counter() - t0
-            results.append(out)
-            say(f"[{i}/{len(paths)}] {name}: {'ok' if out['ok'] else 'FAILED'} in {out['wall_time_s']:.0f} s "
-                f"({out.get('runner', 'error')})")
-            if not args.json:
-                print(f"\n=== bench_{name} ===\n{out.get('table', '')}\n", flush=True)
-            bar.update(1)
+    for name, path in zip(names, paths):
+        progress.note(f"{name}: running ({args.profile} profile) ...")
+        progress.start()
+        t0 = time.perf_counter()
+        try:
+            module = load_script(path)
+            if callable(getattr(module, "run", None)):
+                out = _run_in_process(module, args.profile, args.out, args.blas_threads, args.json)
+            else:
+                out = _run_subprocess(path, args.profile, args.out)
+        except Exception as err:  # a crashing benchmark is reported, the others still run
+            out = {"name": f"bench_{name}", "ok": False, "error": f"{type(err).__name__}: {err}",
+                   "table": f"FAILED: {type(err).__name__}: {err}"}
+        out["wall_time_s"] = time.perf_counter() - t0
+        results.append(out)
+        progress.done(name, f"{'ok' if out['ok'] else 'FAILED'}, {out.get('runner', 'error')}")
+        if not args.json:
+            print(f"\n=== bench_{name} ===\n{out.get('table', '')}\n", flush=True)
     total = time.perf_counter() - start
     failed = [r.get("name", "?") for r in results if not r["ok"]]
     payload = {"profile": args.profile, "out": args.out, "wall_time_s": total, "load_average_end": os.getloadavg(),

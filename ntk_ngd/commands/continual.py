@@ -10,7 +10,8 @@ from ..continual import PROJECTIONS, permuted_tasks, rotated_tasks, sequential, 
 from ..continual.projections import check_method, get as get_projection
 from ..damping import Damping
 from ..networks import mlp
-from ._common import emit, progress_bar
+from .. import progress as _progress
+from ._common import add_progress_flag, emit
 from ._problem import is_infinite_width
 
 
@@ -42,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("--basis-damping", type=float, default=None, help="ong_stale's basis damping (default 10 rho)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -86,21 +88,21 @@ def run(args) -> int:
               activation=args.activation)
     params = None if infinite else net.init(args.seed)
     rows = []
-    with progress_bar(len(names) * len(projs), "continual", args.json) as bar:
-        for m in names:
-            spec = methods.get(m)
-            if spec.finite_width_only and infinite:
-                raise ValueError(f"{spec.finite_width_only} (or drop --width inf)")
-            for p in projs:  # every impossible combination fails before any work
-                check_method(spec, get_projection(p), Damping.of(args.damping))
-            lr = args.lr if args.lr is not None else _stable_lr(net, *tasks[0], m, params, args.damping)
-            for p in projs:
-                kw = dict(lr=lr, steps=args.steps, memory=args.memory, damping=args.damping,
-                          basis_damping=args.basis_damping, **dict(spec.example_options))
-                run_ = (train_sequential(net, params, tasks, m, p, **kw) if args.train
-                        else sequential(net, tasks, m, p, params=params, **kw))
-                rows.append(run_.summary() | {"accuracy": np.asarray(run_.accuracy).tolist()})
-                bar.update(1)
+    progress = _progress.from_args(args, "continual", len(names) * len(projs))
+    for m in names:
+        spec = methods.get(m)
+        if spec.finite_width_only and infinite:
+            raise ValueError(f"{spec.finite_width_only} (or drop --width inf)")
+        for p in projs:  # every impossible combination fails before any work
+            check_method(spec, get_projection(p), Damping.of(args.damping))
+        lr = args.lr if args.lr is not None else _stable_lr(net, *tasks[0], m, params, args.damping)
+        for p in projs:
+            kw = dict(lr=lr, steps=args.steps, memory=args.memory, damping=args.damping,
+                      basis_damping=args.basis_damping, **dict(spec.example_options))
+            run_ = (train_sequential(net, params, tasks, m, p, **kw) if args.train
+                    else sequential(net, tasks, m, p, params=params, **kw))
+            rows.append(run_.summary() | {"accuracy": np.asarray(run_.accuracy).tolist()})
+            progress.done(f"{m} × {p}", f"average accuracy {rows[-1]['average_accuracy']:.3f}")
     regime = rows[0]["regime"] if rows else ""
     emit(args, {"tasks": args.tasks, "n_tasks": args.n_tasks, "n": args.n, "regime": regime, "rows": rows},
          _table(rows, regime, args))

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import time
 
-from ._common import emit
+from .. import progress as _progress
 from ..experiments import available
 from ..experiments.runner import run_experiments, write_report
-from ._common import add_profile_flags
+from ._common import add_profile_flags, add_progress_flag, emit
 
 
 def register(sub) -> None:
@@ -18,13 +18,15 @@ def register(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="NAME", help=f"subset of: {', '.join(available())}")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_progress_flag(p)
     p.set_defaults(func=run, profile="quick")
 
 
 def run(args) -> int:
     start = time.perf_counter()
-    log = (lambda *_: None) if args.json else print
-    results = run_experiments(args.only, args.profile, args.out, log=log)
+    names = args.only or available()
+    progress = _progress.from_args(args, "figures", len(names))
+    results = run_experiments(args.only, args.profile, args.out, log=lambda *_: None, progress=progress)
     total = time.perf_counter() - start
     report = write_report(args.out, total)
     failed = [r.name for r in results if not r.passed]

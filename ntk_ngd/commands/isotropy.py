@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .. import losses, methods
 from ..isotropy_table import agreement, default_methods, format_table, isotropy_rows
-from ._common import emit, int_list, progress_bar, width_list
+from .. import progress as _progress
+from ._common import add_progress_flag, emit, int_list, width_list
 
 
 def register(sub) -> None:
@@ -24,6 +25,7 @@ def register(sub) -> None:
                    help="mse (default) or cross_entropy (isotropy of the whitened softmax operator RΘ_GRᵀ)")
     p.add_argument("--classes", type=int, default=3, help="classes C for --loss cross_entropy (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -44,8 +46,8 @@ def run(args) -> int:
         raise ValueError(f"--classes must be >= 2 for cross_entropy, got {args.classes}")
     depths = int_list("--depths", args.depths)
     widths = width_list(args.widths)
-    with progress_bar(len(depths) * len(widths) * len(names), "isotropy", args.json) as bar:
-        rows = isotropy_rows(depths, widths, names, n=args.n, in_dim=args.in_dim, activation=args.activation,
-                             seed=args.seed, damping=args.damping, progress=bar, loss=args.loss, classes=args.classes)
+    progress = _progress.from_args(args, "isotropy", len(depths) * len(widths))
+    rows = isotropy_rows(depths, widths, names, n=args.n, in_dim=args.in_dim, activation=args.activation,
+                         seed=args.seed, damping=args.damping, progress=progress, loss=args.loss, classes=args.classes)
     emit(args, {"loss": args.loss, "rows": rows, "agreement": agreement(rows)}, format_table(rows))
     return 0

@@ -2,9 +2,10 @@
 (THEORY.md claim 8; cross-entropy: logit dynamics)."""
 from __future__ import annotations
 
+from .. import budget
 from ..dynamics import simulate
-from ._problem import add_problem_arguments, build_problem, is_infinite_width, method_options, run_methods
-from ._problem import selected_methods
+from ._problem import add_problem_arguments, build_problem, is_infinite_width, method_options, problem_size
+from ._problem import run_methods, selected_methods
 
 
 def register(sub) -> None:
@@ -29,7 +30,12 @@ def run(args) -> int:
                         damping=args.damping, time=time, loss=args.loss,
                         **method_options(m, args))
 
-    return run_methods(args, names, one, "simulate")
+    size = problem_size(args, net, infinite=params is None)
+
+    def cost(m):
+        return budget.estimate(m, size, args.steps, "simulate", method_options(m, args))
+
+    return run_methods(args, names, one, "simulate", estimate=cost)
 
 
 def _residual_or_random(name) -> bool:

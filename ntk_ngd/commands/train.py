@@ -1,8 +1,10 @@
 """`ntk-ngd train`: real parameter-space training of a finite network with each method."""
 from __future__ import annotations
 
+from .. import budget
 from ..training import train
-from ._problem import add_problem_arguments, build_problem, method_options, run_methods, selected_methods
+from ._problem import add_problem_arguments, build_problem, method_options, problem_size, run_methods
+from ._problem import selected_methods
 
 
 def register(sub) -> None:
@@ -23,4 +25,9 @@ def run(args) -> int:
         return train(net, params, X, Y, m, lr=args.lr, steps=args.steps, damping=args.damping, X_test=X_test,
                      Y_test=Y_test, loss=args.loss, **method_options(m, args))
 
-    return run_methods(args, names, one, "train", unit_steps=args.steps)
+    size = problem_size(args, net)
+
+    def cost(m):
+        return budget.estimate(m, size, args.steps, "train", method_options(m, args))
+
+    return run_methods(args, names, one, "train", estimate=cost)

@@ -24,6 +24,7 @@ from .. import _validate, methods, problem as _problem
 from ..kernels import layer_kernels
 from ..trajectory import check_lr, default_lr
 from . import memory as _memory, projections as _projections, results
+from .._warn import once_per_call
 from .kernels import RowKernels, basis_context, kernel_rows, reorder, sample_rows, step_kernel
 
 
@@ -61,6 +62,7 @@ class _Layout:
         return V.reshape(-1, self.out_dim)
 
 
+@once_per_call
 def sequential(net, tasks, method: str, projection: str, params=None, lr: float | None = None, steps: int = 20,
                memory: int | None = None, damping: float = 1e-3, basis_damping: float | None = None,
                rcond: float | None = None, kernels=None, **options) -> results.ContinualTrajectory:

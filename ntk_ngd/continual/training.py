@@ -24,6 +24,7 @@ from ..methods._metric import jt_all
 from ..optim import tildes_to_tree
 from ..trajectory import check_lr, first_divergence
 from . import memory as _memory, projections as _projections, results
+from .._warn import once_per_call
 from .kernels import RowKernels, mid_solve, sample_rows
 from .sequential import _initial_lr
 
@@ -89,6 +90,7 @@ def projected_direction(net, params, X, Y, stored: _memory.Stored, method: str, 
     return d
 
 
+@once_per_call
 def train_sequential(net, params, tasks, method: str, projection: str, lr: float | None = None, steps: int = 20,
                      memory: int | None = None, damping: float = 1e-3, basis_damping: float | None = None,
                      rcond: float | None = None, center: bool = False, progress: bool = False,

@@ -10,7 +10,10 @@ from . import EXPERIMENTS, PROFILES, available, load
 from ._base import ExperimentResult
 
 
-def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log=print) -> list[ExperimentResult]:
+def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log=print,
+                    progress=None) -> list[ExperimentResult]:
+    """Run the named figures (all by default); ``log(line)`` gets one line per finished figure, and so does
+    ``progress`` (a :class:`ntk_ngd.progress.Progress`: ``progress(name, detail)``) when given."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of: {', '.join(PROFILES)}")
     names = list(names) if names else list(available())
@@ -25,8 +28,18 @@ def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log
         counts = _status_counts(result.checks)
         verdict = "ok" if result.passed else "FAIL"
         log(f"[{verdict}] {name:<18} {result.wall_time:7.1f} s  {counts}  {result.summary}")
+        if progress is not None:
+            progress(name, f"{verdict}; {counts}; {result.summary}")
         results.append(result)
     return results
+
+
+def figure_files(out_dir: str = "figures") -> tuple[str, ...]:
+    """The PNG files a full run writes in ``out_dir``: one per experiment of EXPERIMENTS
+    (:func:`ntk_ngd.plotting.paths`)."""
+    from ..plotting import paths
+
+    return tuple(paths(name, out_dir)[0] for name in EXPERIMENTS)
 
 
 def _record_checks(result: ExperimentResult, profile: str) -> None:

@@ -27,13 +27,12 @@ for S = I each layer is the Woodbury form of :func:`._metric.woodbury_metric`.
 """
 from __future__ import annotations
 
-import warnings
-
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _validate, linalg
+from .. import _validate, _warn, linalg
 from . import _conditions
+from ._cost import Cost, eigh, features, gram_solve_cost, matmul, solves
 from ._metric import Metric, jt_all, pad_rows, plus_damped, push_through, push_through_coefficients, sample_rows
 from .base import Condition, MethodKernel, Option, test_kernel_or_none, verdict
 
@@ -84,6 +83,18 @@ def block_diag_direction(train, ctx) -> list:
             for H, d, t in zip(train.inputs, train.deltas, train.ntk)]
 
 
+#: block_diag: one solve of order N·k per layer (Θ_l + Nρ)
+block_diag_cost = gram_solve_cost(n_solves_per_layer=1)
+
+
+def pattern_cost(size, options) -> Cost:
+    """Per layer Θ_l^{±1/2} (an eigendecomposition of order R = N·k), the L² products of T and one solve of
+    order L·R (the same for every S but S = I, which block_diag's cost covers)."""
+    L, r = size.depth, size.rows
+    common = features(size) + L * eigh(r) + L * L * matmul(r, r, r)
+    return Cost(common + solves(size, 1, L * r, L * r), common + solves(size, 1, L * r, 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # any symmetric S
 # ---------------------------------------------------------------------------------------------
@@ -98,8 +109,8 @@ def _block_gram(S, roots):
     return 0.5 * (T + T.T)
 
 
-def pattern_kernel(train, test, ctx, S) -> MethodKernel:
-    """Θ_G = Z(x')(T + NρI)⁻¹Z(X)ᵀ (module docstring)."""
+def pattern_kernel(train, test, ctx, S, name: str = "pattern") -> MethodKernel:
+    """Θ_G = Z(x')(T + NρI)⁻¹Z(X)ᵀ (module docstring); ``name`` the method (in its warnings)."""
     S = np.asarray(S, float)
     if np.array_equal(S, np.eye(train.depth)):
         return block_diag_kernel(train, test, ctx)
@@ -109,7 +120,7 @@ def pattern_kernel(train, test, ctx, S) -> MethodKernel:
     inv = linalg.inverse_eigenvalues(evals, _shift(ctx), ctx.rcond)
     ZU = Z @ evecs
     if not ctx.damping.positive:
-        _warn_if_divergent(ZU, evals, ctx.rcond)
+        _warn_if_divergent(name, ZU, evals, ctx.rcond)
     K_train = (ZU * inv) @ ZU.T
 
     def test_kernel(ts):
@@ -191,7 +202,7 @@ def pattern_metric(pattern_of) -> Metric:
     return Metric(inverse, forward, direction)
 
 
-def _warn_if_divergent(ZU, evals, rcond) -> None:
+def _warn_if_divergent(name: str, ZU, evals, rcond) -> None:
     """Warn when Z(X)ᵀ has weight on null(T): the ρ → 0⁺ kernel is then infinite (host check)."""
     if _validate.is_traced(evals):
         return
@@ -200,12 +211,10 @@ def _warn_if_divergent(ZU, evals, rcond) -> None:
     if null.any():
         leak = float(jnp.linalg.norm(ZU[:, null]) / jnp.linalg.norm(ZU))
         if leak > 1e-6:
-            warnings.warn(
-                f"layer pattern: J has weight {leak:.1e} outside the range of the approximate Fisher; "
-                "its kernel diverges as damping -> 0 (returned: the pseudo-inverse value); use damping > 0",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            _warn.warn(name, f"J has weight {leak:.1e} outside the range of the layer-pattern Fisher T, so the "
+                       "kernel diverges as damping -> 0 (returned: its pseudo-inverse value)",
+                       "pass damping > 0 (or use block_diag, whose blocks always cover J)", key="outside_range",
+                       stacklevel=4)
 
 
 def pattern_predict(name: str, lk, ctx, S):

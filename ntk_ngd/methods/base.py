@@ -23,7 +23,9 @@ R = I and u = f − Y). A :class:`Method` supplies
   infinite-width limit;
 * ``metric`` (:class:`~ntk_ngd.methods._metric.Metric`, or None with ``no_metric`` saying why): its
   damped metric M between *any* rows (two-sided kernels J_X M^{±1} J_Yᵀ/N, M_b⁻¹M_midM_b⁻¹, and
-  M⁻¹J_Rᵀw in parameter space), which continual learning's projections need (:mod:`ntk_ngd.continual`).
+  M⁻¹J_Rᵀw in parameter space), which continual learning's projections need (:mod:`ntk_ngd.continual`);
+* ``cost(size, options) -> Cost``: its declared complexity, operation counts of one kernel and one update
+  (:mod:`._cost`), from which the CLI's time budget estimates a run (:mod:`ntk_ngd.budget`).
 
 ρ = 0 is the limit ρ → 0⁺ throughout. Adding an approximation = one module that calls
 :func:`register` + a dense reference in :mod:`ntk_ngd.reference` + its tests.
@@ -204,6 +206,10 @@ class Method:
     #: two-sided kernels of the damped metric (:mod:`._metric`); None: the method has none (``no_metric`` says why)
     metric: Any = None
     no_metric: str = ""
+    #: declared complexity ``cost(size, options) -> Cost``: operation counts of one kernel and one parameter update
+    #: at a :class:`._cost.Size` (N, rows per sample, layer widths), read off the method's Gram-form code;
+    #: :mod:`ntk_ngd.budget` turns them into seconds. None: the features plus one N·k solve (:meth:`estimate`)
+    cost: Callable[..., Any] | None = None
 
     def __post_init__(self):
         if self.step_rule not in STEP_RULES:
@@ -235,6 +241,13 @@ class Method:
         k = self.kernel(train, test, ctx)
         u = jnp.reshape(ctx.residual, (k.train.shape[1], -1))  # output-diagonal kernels act on the C columns
         return (k.train @ u).reshape(-1), None if k.test is None else (k.test @ u).reshape(-1)
+
+    def estimate(self, size, options: dict | None = None):
+        """The declared :class:`._cost.Cost` at ``size`` with the method's (normalised) ``options``."""
+        from . import _cost
+
+        fn = self.cost if self.cost is not None else _cost.gram_solve_cost(0, 1)
+        return fn(size, dict(options or {}))
 
     def require_metric(self, what: str):
         """The method's :class:`~ntk_ngd.methods._metric.Metric`, or a one-line ValueError naming ``what`` needs it."""

@@ -18,4 +18,5 @@ def predict(lk, ctx):
 
 BLOCK_DIAG = register(Method("block_diag", "one Fisher block per layer (S = I)", _pattern.block_diag_kernel,
                              _pattern.block_diag_direction, predict, damping_rule="tikhonov", layerwise=True,
-                             metric=_pattern.pattern_metric(lambda ctx, depth: np.eye(depth))))
+                             metric=_pattern.pattern_metric(lambda ctx, depth: np.eye(depth)),
+                             cost=_pattern.block_diag_cost))

@@ -9,7 +9,7 @@ from .base import Method, register
 
 
 def kernel(train, test, ctx):
-    return _pattern.pattern_kernel(train, test, ctx, _pattern.tridiagonal_pattern(train.depth))
+    return _pattern.pattern_kernel(train, test, ctx, _pattern.tridiagonal_pattern(train.depth), "block_tridiag")
 
 
 def direction(train, ctx):
@@ -22,4 +22,5 @@ def predict(lk, ctx):
 
 BLOCK_TRIDIAG = register(Method("block_tridiag", "layer blocks on the main and first off-diagonals", kernel,
                                 direction, predict, damping_rule="tikhonov", layerwise=True,
-                                metric=_pattern.pattern_metric(lambda ctx, depth: _pattern.tridiagonal_pattern(depth))))
+                                metric=_pattern.pattern_metric(lambda ctx, depth: _pattern.tridiagonal_pattern(depth)),
+                                cost=_pattern.pattern_cost))

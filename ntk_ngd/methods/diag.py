@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
-from . import _conditions, _kron
+from . import _conditions, _cost, _kron
 from ._fitted import diagonal_verdict, fitted_basis_diagonal
 from ._metric import Metric
 from .base import Method, MethodKernel, register
@@ -112,6 +112,15 @@ def metric_direction(lk, n_b, ctx, w):
     return out
 
 
+def cost(size, options) -> _cost.Cost:
+    """Per layer the diagonal-basis kernel in the standard basis (r_H = d_l, r_Δ = m_l: 2R²m_ld_l); an update is
+    the gradient divided by D_l (4Rd_lm_l)."""
+    r = size.rows
+    kernel = sum(_cost.diagonal_basis_kernel(r, d, m) for d, m in size.layers)
+    update = sum(4.0 * r * d * m for d, m in size.layers)
+    return _cost.Cost(_cost.features(size) + kernel, _cost.features(size) + update)
+
+
 def predict(lk, ctx):
     """α = #{active parameters}/(N·k) (tr Θ = #{d_p > 0}); diagonal from the unit frame of J's columns."""
     _check_finite(lk, "training")
@@ -125,4 +134,4 @@ def predict(lk, ctx):
 
 DIAG = register(Method("diag", "diagonal Fisher diag(F) + ρI (finite width only)", kernel, direction, predict,
                        damping_rule="tikhonov", finite_width_only=INFINITE_WIDTH,
-                       metric=Metric(metric_inverse, metric_forward, metric_direction)))
+                       metric=Metric(metric_inverse, metric_forward, metric_direction), cost=cost))

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import _validate, linalg
 from . import _conditions, _weighted
+from ._cost import gram_solve_cost
 from ._metric import woodbury_metric
 from .base import Condition, Method, diagonal_prediction, register, verdict
 
@@ -69,4 +70,4 @@ def predict(lk, ctx):
 
 EF = register(Method("ef", "empirical Fisher Σ_n g_n g_nᵀ/N (step −η/r)", kernel, direction, predict,
                      damping_rule="tikhonov", needs_residual=True, step_rule="min_residual", step=step,
-                     metric=woodbury_metric(_weighted.full_ntk, _factor)))
+                     metric=woodbury_metric(_weighted.full_ntk, _factor), cost=gram_solve_cost(global_solves=2)))

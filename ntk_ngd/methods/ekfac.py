@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _conditions, _kron
+from . import _conditions, _cost, _kron
 from .base import Method, MethodKernel, register, test_kernel_or_none
 from ._fitted import diagonal_verdict, eigen_coordinates_np, fitted_basis_diagonal
 
@@ -83,6 +83,17 @@ def span_layers(lk, n_b, ctx):
     return out
 
 
+def cost(size, options) -> _cost.Cost:
+    """Per layer the eigendecompositions of K^H_l (N) and K^Δ_l (R), then the diagonal-basis kernel (2R²r_Δr_H)
+    or update on bases of r_H × r_Δ columns (:mod:`._cost`: an update keeps N × R under jit)."""
+    n, r = size.n, size.rows
+    factors = size.depth * (_cost.eigh(n) + _cost.eigh(r))
+    kernel = sum(_cost.diagonal_basis_kernel(r, rh, rd) for rh, rd in size.ranks(jitted=False))
+    update = sum(_cost.diagonal_basis_update(n, r, d, m, rh, rd)
+                 for (d, m), (rh, rd) in zip(size.layers, size.ranks(jitted=True)))
+    return _cost.Cost(_cost.features(size) + factors + kernel, _cost.features(size) + factors + update)
+
+
 def predict(lk, ctx):
     """α = Σ_l rank K^H_l · rank K^Δ_l / (N·k) (tr Θ = #{s_ij > 0}); diagonal from the unit frame.
     Isotropic only with one layer (the readout block is exact); hidden layers give a frame of unit
@@ -100,4 +111,4 @@ def predict(lk, ctx):
 
 
 EKFAC = register(Method("ekfac", "EKFAC: K-FAC eigenbasis, diagonal refitted to the Fisher, + ρI", kernel, direction,
-                        predict, damping_rule="tikhonov", metric=_kron.span_metric(span_layers)))
+                        predict, damping_rule="tikhonov", metric=_kron.span_metric(span_layers), cost=cost))

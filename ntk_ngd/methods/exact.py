@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .. import linalg
 from . import _conditions
+from ._cost import gram_solve_cost
 from ._metric import woodbury_metric
 from .base import Method, MethodKernel, register, test_kernel_or_none, verdict
 
@@ -41,4 +42,5 @@ def predict(lk, ctx):
 
 
 EXACT = register(Method("exact", "exact natural gradient, F = JᵀJ/N", kernel, direction, predict,
-                        damping_rule="tikhonov", metric=woodbury_metric(lambda lk: lk.total_ntk)))
+                        damping_rule="tikhonov", metric=woodbury_metric(lambda lk: lk.total_ntk),
+                        cost=gram_solve_cost(global_solves=1)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .. import linalg
 from ._metric import Metric, jt_all
+from ._cost import Cost, features
 from .base import Method, MethodKernel, Prediction, register, test_kernel_or_none
 
 
@@ -34,4 +35,5 @@ def _ntk(lk, n_b, ctx, *unused):
 METRIC = Metric(_ntk, _ntk, lambda lk, n_b, ctx, w: jt_all(lk, w), _ntk)
 
 GD = register(Method("gd", "plain gradient descent (for contrast): Θ/N", kernel, direction, predict,
-                     damping_rule="none", step_rule="1/lambda_max", metric=METRIC))
+                     damping_rule="none", step_rule="1/lambda_max", metric=METRIC,
+                     cost=lambda size, _: Cost(features(size), features(size))))

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import linalg
 from . import _conditions, _weighted
+from ._cost import gram_solve_cost
 from .base import Condition, Method, MethodKernel, register, test_kernel_or_none, verdict
 
 
@@ -70,4 +71,5 @@ def predict(lk, ctx):
 
 IEF = register(Method("ief", "improved EF (step −η r, no Fisher)", kernel, direction, predict, damping_rule="gram",
                       needs_residual=True, step_rule="one", step=step,
-                      no_metric="iEF defines an update, not a Fisher: there is no metric M to project in"))
+                      no_metric="iEF defines an update, not a Fisher: there is no metric M to project in",
+                      cost=gram_solve_cost(global_solves=2)))

@@ -40,6 +40,7 @@ from .. import _validate, linalg
 import jax
 
 from . import _conditions
+from ._cost import Cost, eigh, features, matmul, per_layer
 from ._metric import Metric, push_through, push_through_coefficients
 from .base import Method, MethodKernel, Option, register, test_kernel_or_none, verdict
 
@@ -91,6 +92,20 @@ def direction(train, ctx) -> list:
             right = linalg.solve(flat.T @ flat / (n * s), V.T, root, ctx.rcond).T
         out.append(left @ right)
     return out
+
+
+def cost(size, options) -> Cost:
+    """Per layer the factor solves: kernel K^H (N) and K^Δ (R) solves against the training Grams; update the
+    smaller of the Gram and the d×d (m×m) route for each factor (``kfac_route="auto"``)."""
+    n, r = size.n, size.rows
+
+    def kernel(d, m):
+        return eigh(n) + eigh(r) + 2 * matmul(n, n, n) + 2 * matmul(r, r, r)
+
+    def update(d, m):
+        return eigh(min(n, d)) + eigh(min(r, m)) + matmul(d, n, r) + matmul(d, r, m)
+
+    return Cost(features(size) + per_layer(size, kernel), features(size) + per_layer(size, update))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,4 +200,4 @@ OPTIONS = (
 
 KFAC = register(Method("kfac", "K-FAC, (A+√ρ)⊗(B+√ρ) per layer; kfac_readout='common' (α=N(L−1)+1) or 'paper' (α=NL)",
                        kernel, direction, predict, damping_rule="factored", layerwise=True, options=OPTIONS,
-                       metric=METRIC))
+                       metric=METRIC, cost=cost))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from . import _conditions
 from .base import Method, register, silent, verdict
-from .kpsvd import fitted_direction, fitted_kernel, kronecker_svd, span_metric
+from .kpsvd import fitted_cost, fitted_direction, fitted_kernel, kronecker_svd, span_metric
 
 
 def corrected_kfac_terms(fwd, bwd, n: int, c: int, rcond=None):
@@ -45,4 +45,5 @@ def predict(lk, ctx):
 
 
 KFAC_COR = register(Method("kfac_cor", "corrected K-FAC (Koroko et al.): A⊗B + best Kronecker fit of F − A⊗B, + ρI",
-                           kernel, direction, predict, damping_rule="tikhonov", metric=span_metric(_terms)))
+                           kernel, direction, predict, damping_rule="tikhonov", metric=span_metric(_terms),
+                           cost=fitted_cost(lambda options: 2)))

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validate, linalg
-from . import _conditions, _kron
+from . import _conditions, _cost, _kron
 from ._fitted import diagonal_verdict
 from .base import Method, MethodKernel, Option, Prediction, register, test_kernel_or_none
 
@@ -190,6 +190,40 @@ def span_metric(terms_of):
     return _kron.span_metric(layers)
 
 
+def fitted_cost(n_terms):
+    """The declared cost of a fitted Kronecker sum of ``n_terms(options)`` terms per layer (kpsvd, kfac_cor).
+
+    Per layer: the rearranged SVD (two eigendecompositions and an SVD of order N), the data bases (K^H_l: N,
+    K^Δ_l: R) and the terms in them; then one term: eigendecompositions of Ã (r_H) and B̃ (r_Δ) and the
+    diagonal-basis kernel/update; several: the (r_H·r_Δ)-square M = Σ σ_i Ã_i⊗B̃_i and one eigendecomposition
+    of it — 9(r_H·r_Δ)³, the term that makes kfac_cor (two terms) the costliest method (r_H·r_Δ = N·R in an
+    update)."""
+
+    def layer(n, r, d, m, rh, rd, k, jitted):
+        fit = 2 * _cost.eigh(n) + _cost.svd(n, n) + _cost.eigh(n) + _cost.eigh(r)
+        fit += k * (_cost.matmul(rh, n, rh) + _cost.matmul(rd, r, rd))
+        if k == 1:
+            basis = _cost.eigh(rh) + _cost.eigh(rd)
+            tail = (_cost.diagonal_basis_update(n, r, d, m, rh, rd) if jitted
+                    else _cost.diagonal_basis_kernel(r, rh, rd))
+            return fit + basis + tail
+        q = rh * rd
+        solve = _cost.eigh(q) + (2 * _cost.matmul(q, q, 1) if jitted else 2 * _cost.matmul(q, q, r)
+                                 + _cost.matmul(r, q, r))
+        return fit + 2 * k * q * q + solve + (_cost.diagonal_basis_update(n, r, d, m, rh, rd) if jitted else 0.0)
+
+    def cost(size, options) -> _cost.Cost:
+        k = n_terms(options)
+
+        def total(jitted):
+            return sum(layer(size.n, size.rows, d, m, rh, rd, k, jitted)
+                       for (d, m), (rh, rd) in zip(size.layers, size.ranks(jitted)))
+
+        return _cost.Cost(_cost.features(size) + total(False), _cost.features(size) + total(True))
+
+    return cost
+
+
 def _terms(ctx):
     rank = ctx.option("rank")
     return lambda fwd, bwd, n, c: kronecker_svd(fwd, bwd, n, c, rank, ctx.rcond)
@@ -247,4 +281,5 @@ def predict(lk, ctx):
 OPTIONS = (Option("rank", 1, lambda v, _: check_rank(v), "number k of Kronecker terms per layer"),)
 
 KPSVD = register(Method("kpsvd", "KPSVD: best Frobenius fit Σ_{i≤rank} σ_i A_i⊗B_i per layer, + ρI (rank=)", kernel,
-                        direction, predict, damping_rule="tikhonov", options=OPTIONS, metric=span_metric(_terms)))
+                        direction, predict, damping_rule="tikhonov", options=OPTIONS, metric=span_metric(_terms),
+                        cost=fitted_cost(lambda options: int(options.get("rank", 1)))))

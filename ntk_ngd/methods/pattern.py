@@ -23,4 +23,4 @@ PATTERN = register(Method("pattern", "any symmetric L×L layer pattern S (patter
                           direction, predict, damping_rule="tikhonov", layerwise=True, options=_pattern.pattern_options(),
                           metric=_pattern.pattern_metric(_pattern.pattern_of),
                           check_options=_pattern.check_pattern_options,
-                          example_options=(("bandwidth", 1),)))
+                          example_options=(("bandwidth", 1),), cost=_pattern.pattern_cost))

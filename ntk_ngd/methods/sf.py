@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _validate, linalg
+from .. import _validate, _warn, linalg
 from . import _conditions, _weighted
+from ._cost import gram_solve_cost
 from ._metric import woodbury_metric
 from .base import Method, Option, Prediction, diagonal_prediction, register
 
@@ -85,9 +84,9 @@ def direction(train, ctx):
 
 def warn_if_singular(samples: int, rows: int, positive: bool) -> None:
     if samples < rows and not positive:
-        warnings.warn(f"sf: samples={samples} < {rows} rows per sample gives a singular per-sample Fisher weight; at "
-                      "damping 0 the update is the pseudo-inverse G^+ grad (the damping -> 0 limit is infinite); "
-                      "pass damping > 0", RuntimeWarning, stacklevel=4)
+        _warn.warn("sf", f"samples={samples} < {rows} rows per sample makes every per-sample Fisher weight singular, "
+                   "so at damping 0 the update is the pseudo-inverse G^+ grad (the damping -> 0 limit is infinite)",
+                   f"pass damping > 0 or samples >= {rows}", key="singular_weight", stacklevel=4)
 
 
 def predict(lk, ctx):
@@ -109,4 +108,4 @@ OPTIONS = (Option("samples", 1, lambda v, _: _validate.positive_int("samples", v
 
 SF = register(Method("sf", "sampled Fisher, k Monte Carlo targets (samples=, seed=)", kernel, direction, predict,
                      damping_rule="tikhonov", options=OPTIONS, step_rule="one", step=step, draw=draw,
-                     metric=woodbury_metric(_weighted.full_ntk, _factor)))
+                     metric=woodbury_metric(_weighted.full_ntk, _factor), cost=gram_solve_cost(global_solves=2)))

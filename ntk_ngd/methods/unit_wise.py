@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import _validate, linalg
 from . import _conditions
+from ._cost import Cost, eigh, features, matmul, per_layer, svd
 from ._metric import Metric, pad_rows
 from .base import Condition, Method, MethodKernel, Option, register, verdict
 
@@ -244,6 +245,20 @@ def metric_direction(lk, n_b, ctx, w):
     return out
 
 
+def cost(size, options) -> Cost:
+    """Per layer the forward factor (an eigendecomposition of K^H_l) and, for each of its m_l units, the SVD of
+    the R×N block diag(d_j)F; the kernel adds the projector's products (2RN² + 2R²N per unit)."""
+    n, r = size.n, size.rows
+
+    def kernel(d, m):
+        return eigh(n) + m * (svd(r, n) + matmul(r, n, n) + matmul(r, n, r))
+
+    def update(d, m):
+        return eigh(n) + m * (svd(r, n) + 2 * matmul(n, r, 1)) + matmul(d, n, m)
+
+    return Cost(features(size) + per_layer(size, kernel), features(size) + per_layer(size, update))
+
+
 #: P(φ'(z) ≠ 0) for z ~ N(0, q), q > 0, derived on paper: ReLU is flat on a half-line (1/2), the
 #: other activations of ntk_ngd.networks have φ' ≠ 0 almost everywhere (1).
 ACTIVE_PROBABILITY = {"relu": 0.5}
@@ -279,4 +294,4 @@ OPTIONS = (Option("unit_chunk", 64, lambda v, _: _validate.positive_int("unit_ch
 
 UNIT_WISE = register(Method("unit_wise", "one Fisher block per unit (column of each layer)", kernel, direction,
                             predict, damping_rule="tikhonov", layerwise=True, options=OPTIONS,
-                            metric=Metric(metric_inverse, metric_forward, metric_direction)))
+                            metric=Metric(metric_inverse, metric_forward, metric_direction), cost=cost))
