@@ -232,8 +232,9 @@ def complement(p):
 
 
 def loss(f, Y):
-    """(1/N) Σ_n −Σ_c y_nc log p_nc, with log p from ``log_softmax`` (finite for any finite f)."""
-    return -jnp.mean(jnp.sum(jnp.asarray(Y) * jax.nn.log_softmax(jnp.asarray(f), axis=-1), axis=-1))
+    """(1/N) Σ_n −Σ_c y_nc log p_nc, with log p from :func:`log_probabilities` (finite for any finite f,
+    relatively accurate for confident samples)."""
+    return -jnp.mean(jnp.sum(jnp.asarray(Y) * log_probabilities(f), axis=-1))
 
 
 def accuracy(f, Y):
@@ -276,8 +277,14 @@ def null_basis(c: int, dtype=jnp.float64):
 
 
 def log_probabilities(f):
-    """log p = log_softmax(f) along the last axis (finite for any finite f)."""
-    return jax.nn.log_softmax(jnp.asarray(f), axis=-1)
+    """log p along the last axis, finite for any finite f: with t = argmax f and z = f − f_t ≤ 0,
+    log p = z − log1p(Σ_{d≠t} e^{z_d}), so log p_t = −log1p(q_t/p_t) keeps full relative accuracy as q_t → 0
+    (``log_softmax``'s log(1 + ·) rounds it to 0 once q_t < eps/2)."""
+    f = jnp.asarray(f)
+    z = f - jnp.max(f, axis=-1, keepdims=True)
+    top = jax.nn.one_hot(jnp.argmax(f, axis=-1), f.shape[-1], dtype=bool)
+    rest = jnp.sum(jnp.where(top, 0.0, jnp.exp(z)), axis=-1, keepdims=True)
+    return z - jnp.log1p(rest)
 
 
 def log_complement(logp):
@@ -297,8 +304,9 @@ def scaled_fisher_blocks(f):
     logq = log_complement(logp)
     m = jnp.max(logp + logq, axis=-1)
     c = logp.shape[-1]
-    off = -jnp.exp(logp[..., :, None] + logp[..., None, :] - m[..., None, None])
-    lam = jnp.where(jnp.eye(c, dtype=bool), jnp.exp(logp + logq - m[..., None])[..., None, :], off)
+    eye = jnp.eye(c, dtype=bool)  # masks go on the exponents (no inf·0 in gradients)
+    off = -jnp.exp(jnp.where(eye, -jnp.inf, logp[..., :, None] + logp[..., None, :] - m[..., None, None]))
+    lam = jnp.where(eye, jnp.exp(logp + logq - m[..., None])[..., None, :], off)
     return lam, m, logp, logq
 
 
@@ -309,7 +317,7 @@ _OVERFLOW_GUARD = 500.0
 def _weighted_exp(weight, log_x):
     """weight · exp(log_x) as one exponential (0 where weight = 0; no 0·inf)."""
     pos = weight > 0
-    return jnp.where(pos, jnp.exp(jnp.log(jnp.where(pos, weight, 1.0)) + log_x), 0.0)
+    return jnp.exp(jnp.where(pos, jnp.log(jnp.where(pos, weight, 1.0)) + log_x, -jnp.inf))
 
 
 @dataclasses.dataclass(frozen=True)
