@@ -181,7 +181,8 @@ def test_jit_grad_and_vmap_are_finite_at_saturation():
         a, b = np.asarray(a).reshape(3, -1), np.asarray(b).reshape(3, -1)
         scale = np.max(np.abs(a), axis=1)
         assert np.all(np.max(np.abs(a - b), axis=1) <= 1e-13 * scale)
-    # one gradient through loss, R and u; rows are independent, so row 2's u-part is d||u_2||^2/df_2
+    # one gradient through loss, R and u (0·x keeps a NaN in x's gradient visible); rows are independent,
+    # so row 2 of it is d||u_2||^2/df_2
     grads = np.asarray(jax.jit(jax.grad(lambda z: jnp.sum(ce.whitening(z, Y)[1] ** 2) + 0.0 * ce.loss(z, Y)
                                 + 0.0 * jnp.sum(ce.whitening(z, Y)[0])))(f))
     assert np.all(np.isfinite(grads))
