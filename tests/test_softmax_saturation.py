@@ -77,8 +77,8 @@ def test_binary_softmax_matches_the_closed_form(gap):
     assert np.all(np.isfinite(np.asarray(g))) and np.all(np.isfinite(np.asarray(R)))
 
 
-def test_before_the_fix_u_was_nan_where_the_exact_value_is_zero():
-    """The case of the issue: gap 2000, label on the top class: exact u = −e^{−1000}, which rounds to 0."""
+def test_u_is_zero_not_nan_where_the_exact_value_underflows():
+    """The case of issue 25 (NaN before): gap 2000, label on the top class: exact u = −e^{−1000}, which rounds to 0."""
     f = np.array([[2000.0, 0.0, 0.0]])
     R, u, g = ce.whitening(f, np.eye(3)[[0]])
     assert np.all(np.asarray(u) == 0.0) and np.all(np.asarray(R) == 0.0)
