@@ -343,8 +343,8 @@ class _ScaledMetric:
         return jnp.einsum("nij,nj,nkj->nik", self.evecs, jnp.sqrt(jnp.maximum(self.evals, 0.0)), self.evecs)
 
     def whiten(self, Y):
-        """u_n = S_n^{+1/2}Vᵀg_n = S̃_n^{+1/2}Vᵀĝ_n with ĝ = g e^{−m/2}, each ĝ_c one exponential of log-probabilities:
-        ĝ_c = (1 − y_c) p_c e^{−m/2} − y_c q_c e^{−m/2}. An eigen-direction below the cut-off (C−1)·eps·σ̃_max is
+        """u_n = S_n^{+1/2}Vᵀg_n = S̃_n^{+1/2}Vᵀĝ_n with ĝ = g e^{−m/2}, each ĝ_c one exponential of
+        log-probabilities: ĝ_c = (1 − y_c) p_c e^{−m/2} − y_c q_c e^{−m/2}. An eigen-direction below the cut-off (C−1)·eps·σ̃_max is
         dropped where Vᵀĝ has no resolvable component along it (|c_k| ≤ sqrt(cut-off)·||c||): the exact limit 0 of
         a class whose probability underflows with y_c = 0 (THEORY.md "Saturation"). Elsewhere the division stays:
         the label then sits on such a class, whose exact u_n is beyond float64 resolution (huge or inf). Where
