@@ -21,7 +21,11 @@ gradient: ||r_n||² for MSE, ||g_n||² for cross-entropy, as in the iEF paper), 
 scores (model samples, whitened), the loss value and accuracy, and the check of its targets.
 
 Numerics (cross-entropy): 1 − p_c is never formed as a difference: q_c = Σ_{d≠c} p_d, Λ_cc = p_cq_c
-and g_y = −q_y for one-hot labels keep full relative accuracy when p_y → 1.
+and g_y = −q_y for one-hot labels keep full relative accuracy when p_y → 1. The whitening is computed
+from log-probabilities (THEORY.md "Saturation"): S_n = e^{m_n}S̃_n with m_n = max_c log Λ_n,cc, so S̃_n
+is O(1) at any logit gap; R_n = e^{m_n/2}S̃_n^{1/2}Vᵀ and u_n = S̃_n^{+1/2}Vᵀ(g_ne^{−m_n/2}), each entry one
+exponential of a sum of logs. They stay finite and accurate where p_c underflows (gaps > ~745), are 0
+where the exact value underflows, and ±inf only where it overflows.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _validate
+from . import _validate, linalg
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,13 +160,11 @@ class SoftmaxCrossEntropy(Loss):
 
     def sample_scores(self, key, f, samples: int):
         n, c = f.shape
-        p = probabilities(f)
         y = jax.random.categorical(key, f, axis=-1, shape=(samples, n))  # (samples, N) classes ~ Cat(p_n)
-        scores = p[None] - jax.nn.one_hot(y, c, dtype=f.dtype)  # p − e_y: the model's score in logit space
-        S_inv_root = _whitening_blocks(f)[1]
-        V = null_basis(c, f.dtype)
-        xi = jnp.einsum("nij,cj,snc->nis", S_inv_root, V, scores)
-        return xi
+        # the whitened score of p − e_y (the model's score in logit space) is u at the label e_y
+        metric = _ScaledMetric.of(f)
+        xi = jax.vmap(metric.whiten)(jax.nn.one_hot(y, c, dtype=f.dtype))  # (samples, N, k)
+        return jnp.transpose(xi, (1, 2, 0))
 
 
 MSE = MeanSquaredError()
@@ -230,8 +232,9 @@ def complement(p):
 
 
 def loss(f, Y):
-    """(1/N) Σ_n −Σ_c y_nc log p_nc, with log p from ``log_softmax`` (finite for any finite f)."""
-    return -jnp.mean(jnp.sum(jnp.asarray(Y) * jax.nn.log_softmax(jnp.asarray(f), axis=-1), axis=-1))
+    """(1/N) Σ_n −Σ_c y_nc log p_nc, with log p from :func:`log_probabilities` (finite for any finite f,
+    relatively accurate for confident samples)."""
+    return -jnp.mean(jnp.sum(jnp.asarray(Y) * log_probabilities(f), axis=-1))
 
 
 def accuracy(f, Y):
@@ -273,29 +276,106 @@ def null_basis(c: int, dtype=jnp.float64):
     return jnp.asarray(_null_basis_np(int(c)), dtype=dtype)
 
 
-def _whitening_blocks(f):
-    """(S_n^{1/2}, S_n^{−1/2}) with S_n = VᵀΛ_nV, each (N, C−1, C−1). An eigenvalue that underflows to
-    0 (a probability below ~1e-308) gives ±inf in S^{−1/2}, reported as a divergence downstream."""
+def log_probabilities(f):
+    """log p along the last axis, finite for any finite f: with t = argmax f and z = f − f_t ≤ 0,
+    log p = z − log1p(Σ_{d≠t} e^{z_d}), so log p_t = −log1p(q_t/p_t) keeps full relative accuracy as q_t → 0
+    (``log_softmax``'s log(1 + ·) rounds it to 0 once q_t < eps/2)."""
     f = jnp.asarray(f)
-    V = null_basis(f.shape[-1], f.dtype)
-    S = jnp.einsum("ci,ncd,dj->nij", V, fisher_blocks(f), V)
-    evals, evecs = jnp.linalg.eigh(0.5 * (S + jnp.swapaxes(S, 1, 2)))
-    evals = jnp.maximum(evals, 0.0)
-    root = jnp.einsum("nij,nj,nkj->nik", evecs, jnp.sqrt(evals), evecs)
-    inv_root = jnp.einsum("nij,nj,nkj->nik", evecs, 1.0 / jnp.sqrt(evals), evecs)
-    return root, inv_root
+    z = f - jnp.max(f, axis=-1, keepdims=True)
+    top = jax.nn.one_hot(jnp.argmax(f, axis=-1), f.shape[-1], dtype=bool)
+    rest = jnp.sum(jnp.where(top, 0.0, jnp.exp(z)), axis=-1, keepdims=True)
+    return z - jnp.log1p(rest)
+
+
+def log_complement(logp):
+    """log q_c = log Σ_{d≠c} p_d from log p (log-sum-exp over the other classes: finite where q_c underflows)."""
+    c = logp.shape[-1]
+    others = jnp.where(jnp.eye(c, dtype=bool), -jnp.inf, logp[..., None, :])
+    return jax.nn.logsumexp(others, axis=-1)
+
+
+def scaled_fisher_blocks(f):
+    """(Λ̃, m, log p, log q) with Λ_n = e^{m_n} Λ̃_n and m_n = max_c log Λ_n,cc = max_c (log p_c + log q_c).
+
+    Every entry is one exponential of a sum of log-probabilities, Λ̃_cc = exp(log p_c + log q_c − m) and
+    Λ̃_cd = −exp(log p_c + log p_d − m) (≤ 1 in size: p_d ≤ q_c), so Λ̃ keeps full relative accuracy
+    at any logit gap while Λ itself underflows to 0 once the gaps exceed ~745 (THEORY.md "Saturation")."""
+    logp = log_probabilities(f)
+    logq = log_complement(logp)
+    m = jnp.max(logp + logq, axis=-1)
+    c = logp.shape[-1]
+    eye = jnp.eye(c, dtype=bool)  # masks go on the exponents (no inf·0 in gradients)
+    off = -jnp.exp(jnp.where(eye, -jnp.inf, logp[..., :, None] + logp[..., None, :] - m[..., None, None]))
+    lam = jnp.where(eye, jnp.exp(logp + logq - m[..., None])[..., None, :], off)
+    return lam, m, logp, logq
+
+
+#: log-magnitude above which ĝ is computed scaled (e^{500} is far from float64's e^{709.78} overflow)
+_OVERFLOW_GUARD = 500.0
+
+
+def _weighted_exp(weight, log_x):
+    """weight · exp(log_x) as one exponential (0 where weight = 0; no 0·inf)."""
+    pos = weight > 0
+    return jnp.exp(jnp.where(pos, jnp.log(jnp.where(pos, weight, 1.0)) + log_x, -jnp.inf))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ScaledMetric:
+    """S_n = VᵀΛ_nV = e^{m_n} Q_n diag(σ̃_n) Q_nᵀ, with the log-probabilities it came from."""
+
+    evals: jax.Array
+    evecs: jax.Array
+    m: jax.Array
+    logp: jax.Array
+    logq: jax.Array
+
+    @classmethod
+    def of(cls, f):
+        lam, m, logp, logq = scaled_fisher_blocks(f)
+        V = null_basis(lam.shape[-1], lam.dtype)
+        S = jnp.einsum("ci,ncd,dj->nij", V, lam, V)
+        evals, evecs = jnp.linalg.eigh(0.5 * (S + jnp.swapaxes(S, 1, 2)))
+        return cls(evals, evecs, m, logp, logq)
+
+    def root(self):
+        """S̃^{1/2} (N, C−1, C−1); an eigenvalue rounded below 0 is the exact 0 of an underflowed class."""
+        return jnp.einsum("nij,nj,nkj->nik", self.evecs, jnp.sqrt(jnp.maximum(self.evals, 0.0)), self.evecs)
+
+    def whiten(self, Y):
+        """u_n = S_n^{+1/2}Vᵀg_n = S̃_n^{+1/2}Vᵀĝ_n with ĝ = g e^{−m/2}, each ĝ_c one exponential of
+        log-probabilities: ĝ_c = (1 − y_c) p_c e^{−m/2} − y_c q_c e^{−m/2}. An eigen-direction below the cut-off (C−1)·eps·σ̃_max is
+        dropped where Vᵀĝ has no resolvable component along it (|c_k| ≤ sqrt(cut-off)·||c||): the exact limit 0 of
+        a class whose probability underflows with y_c = 0 (THEORY.md "Saturation"). Elsewhere the division stays:
+        the label then sits on such a class, whose exact u_n is beyond float64 resolution (huge or inf). Where
+        ĝ would overflow, the solve runs on ĝe^{−L} and is rescaled: u_n = ±inf, not NaN, iff it overflows."""
+        Y = jnp.asarray(Y, self.logp.dtype)
+        log_a = jnp.where(Y < 1, self.logp - 0.5 * self.m[..., None], -jnp.inf)  # log of |ĝ|'s two terms
+        log_b = jnp.where(Y > 0, self.logq - 0.5 * self.m[..., None], -jnp.inf)
+        top = jnp.max(jnp.maximum(log_a, log_b), axis=-1, keepdims=True)
+        shift = jnp.where(top > _OVERFLOW_GUARD, top, 0.0)  # only where ĝ would overflow: u = e^{shift}·(...)
+        g_hat = _weighted_exp(1.0 - Y, log_a - shift) - _weighted_exp(Y, log_b - shift)
+        V = null_basis(Y.shape[-1], Y.dtype)
+        coeff = jnp.einsum("nji,cj,nc->ni", self.evecs, V, g_hat)  # Qᵀ Vᵀ ĝ
+        rcond = linalg.default_rcond(self.evals.shape[-1], self.evals.dtype)
+        kept = self.evals > rcond * jnp.max(jnp.abs(self.evals), axis=-1, keepdims=True)
+        kept |= jnp.abs(coeff) > jnp.sqrt(rcond) * jnp.linalg.norm(coeff, axis=-1, keepdims=True)
+        scaled = jnp.where(kept, coeff / jnp.sqrt(jnp.where(kept, jnp.maximum(self.evals, 0.0), 1.0)), 0.0)
+        return jnp.exp(shift) * jnp.einsum("nij,nj->ni", self.evecs, scaled)
 
 
 def whitening(f, Y):
-    """(R, u, g): R (N, C−1, C) with R_nᵀR_n = Λ_n, the whitened gradient u (N, C−1) and g (N, C)."""
+    """(R, u, g): R (N, C−1, C) with R_nᵀR_n = Λ_n, the whitened gradient u (N, C−1) and g (N, C).
+
+    R_n = e^{m_n/2} S̃_n^{1/2}Vᵀ and u_n = S̃_n^{+1/2}Vᵀĝ_n from log-probabilities (:class:`_ScaledMetric`;
+    THEORY.md "Saturation"): finite and accurate at any logit gap, 0 where the exact value underflows."""
     f = jnp.asarray(f)
     V = null_basis(f.shape[-1], f.dtype)
-    root, inv_root = _whitening_blocks(f)
-    R = jnp.einsum("nij,cj->nic", root, V)
-    g = logit_gradient(f, Y)
-    u = jnp.einsum("nij,cj,nc->ni", inv_root, V, g)
-    return R, u, g
+    metric = _ScaledMetric.of(f)
+    R = jnp.exp(0.5 * metric.m)[:, None, None] * jnp.einsum("nij,cj->nic", metric.root(), V)
+    return R, metric.whiten(Y), logit_gradient(f, Y)
 
 
 __all__ = ["CROSS_ENTROPY", "LOSSES", "Loss", "MSE", "Whitening", "accuracy", "check_labels", "complement",
-           "fisher_blocks", "get", "logit_gradient", "loss", "null_basis", "probabilities", "whitening"]
+           "fisher_blocks", "get", "log_complement", "log_probabilities", "logit_gradient", "loss", "null_basis",
+           "probabilities", "scaled_fisher_blocks", "whitening"]
