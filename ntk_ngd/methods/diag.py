@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
+from ..factored import diag as factored_diag
 from . import _conditions, _kron
 from ._fitted import diagonal_verdict, fitted_basis_diagonal
 from ._metric import Metric
@@ -125,4 +126,5 @@ def predict(lk, ctx):
 
 DIAG = register(Method("diag", "diagonal Fisher diag(F) + ρI (finite width only)", kernel, direction, predict,
                        damping_rule="tikhonov", finite_width_only=INFINITE_WIDTH,
-                       metric=Metric(metric_inverse, metric_forward, metric_direction)))
+                       metric=Metric(metric_inverse, metric_forward, metric_direction),
+                       factored=factored_diag.FORM))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..factored import kpsvd as factored_kpsvd
 from . import _conditions
 from .base import Method, register, silent, verdict
 from .kpsvd import fitted_direction, fitted_kernel, kronecker_svd, span_metric
@@ -45,4 +46,5 @@ def predict(lk, ctx):
 
 
 KFAC_COR = register(Method("kfac_cor", "corrected K-FAC (Koroko et al.): A⊗B + best Kronecker fit of F − A⊗B, + ρI",
-                           kernel, direction, predict, damping_rule="tikhonov", metric=span_metric(_terms)))
+                           kernel, direction, predict, damping_rule="tikhonov", metric=span_metric(_terms),
+                           factored=factored_kpsvd.KFAC_COR))
