@@ -23,7 +23,8 @@ def kpsvd_terms(stats, H, delta, ctx, settings, l):
 
 def kfac_cor_terms(stats, H, delta, ctx, settings, l):
     A, G = stats
-    cor = rearranged.fit(H, delta, 1, settings.power_tol, settings.power_maxiter, A, minus=(1.0, A, G))
+    size = jnp.sqrt(jnp.sum(A**2) * jnp.sum(G**2))  # ||A ⊗ G||_F: the scale of the block (the remainder can be 0)
+    cor = rearranged.fit(H, delta, 1, settings.power_tol, settings.power_maxiter, A, minus=(1.0, A, G), scale=size)
     return rearranged.KroneckerTerms(jnp.concatenate([jnp.ones(1, A.dtype), cor.sig]),
                                      jnp.concatenate([A[None], cor.A]), jnp.concatenate([G[None], cor.B]),
                                      cor.iterations, cor.residual)

@@ -8,7 +8,8 @@ R maps A ⊗ B to vec(A)vec(B)ᵀ, so R(F_l) = (1/N) Σ_n vec(h̃_nh̃_nᵀ) vec
 with δ̃_nᵀBδ̃_n = Σ_j δ̃_{n,j}ᵀBδ̃_{n,j}: O(N(d² + k·m²)) per product. ``minus`` = (c, A₀, B₀) fits the remainder
 R(F_l) − c·vec(A₀)vec(B₀)ᵀ instead (corrected K-FAC). Subspace iteration with Rayleigh–Ritz: B ← orth(RᵀA),
 A ← orth(RB), then the SVD of the k × k matrix ⟨A_i, RB_j⟩ rotates both blocks to singular pairs; it stops when
-every pair has ||RᵀA_i − σ_iB_i||_F ≤ tol·σ_1 or after ``maxiter`` rounds. The terms σ_iA_i ⊗ B_i
+every pair has ||RᵀA_i − σ_iB_i||_F ≤ tol·max(σ_1, scale) or after ``maxiter`` rounds (``scale``: the size of
+the block being fitted, for a remainder whose top σ may be 0, e.g. the readout's exact A ⊗ I). The terms σ_iA_i ⊗ B_i
 (||A_i||_F = ||B_i||_F = 1) are the same as an explicit SVD's up to the sign of each (A_i, B_i) pair.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _start(d: int, k: int, dtype, first):
     return _orth(X)
 
 
-def fit(H, delta, rank: int, tol: float, maxiter: int, start, minus=None) -> KroneckerTerms:
+def fit(H, delta, rank: int, tol: float, maxiter: int, start, minus=None, scale=0.0) -> KroneckerTerms:
     """The top-``rank`` Kronecker terms of R(F_l) (or of the remainder with ``minus``), ``start`` the first A.
 
     k = min(rank, N, d², m²) terms (R(F_l) has rank ≤ N); traceable (``lax.while_loop``)."""
@@ -79,7 +80,7 @@ def fit(H, delta, rank: int, tol: float, maxiter: int, start, minus=None) -> Kro
     def body(state):
         A, B, sig, it, _ = state
         RtA = apply_rt(H, delta, A, minus)
-        res = jnp.max(jnp.sqrt(jnp.sum((RtA - sig[:, None, None] * B) ** 2, axis=(1, 2)))) / jnp.maximum(sig[0], 1e-300)
+        res = jnp.max(jnp.sqrt(jnp.sum((RtA - sig[:, None, None] * B) ** 2, axis=(1, 2)))) / jnp.maximum(jnp.maximum(sig[0], scale), 1e-300)
         B = _orth(RtA)
         RB = apply_r(H, delta, B, minus)
         A = _orth(RB)
