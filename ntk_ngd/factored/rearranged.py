@@ -68,9 +68,10 @@ def _start(d: int, k: int, dtype, first):
 def fit(H, delta, rank: int, tol: float, maxiter: int, start, minus=None, scale=0.0) -> KroneckerTerms:
     """The top-``rank`` Kronecker terms of R(F_l) (or of the remainder with ``minus``), ``start`` the first A.
 
-    k = min(rank, N, d², m²) terms (R(F_l) has rank ≤ N); traceable (``lax.while_loop``)."""
-    n, d, m = H.shape[0], H.shape[1], delta.shape[-1]
-    k = max(1, min(rank, n, d * d, m * m))
+    k = min(rank, d², m²) terms, independent of N so that a mini-batch state keeps one shape (R(F_l) has rank
+    ≤ N: for N < rank the extra terms have σ ≈ 0 and add nothing); traceable (``lax.while_loop``)."""
+    d, m = H.shape[1], delta.shape[-1]
+    k = max(1, min(rank, d * d, m * m))
     A0 = _start(d, k, H.dtype, start)
 
     def cond(state):
