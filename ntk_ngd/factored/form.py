@@ -103,10 +103,13 @@ def layer_direction(form: FactoredForm, H, delta, u, ctx, settings: Settings, l:
     return form.apply(inv, gradient(H, delta, u), ctx, settings)
 
 
-def context(net, spec_opts: tuple, damping, rcond, n: int, features):
-    """The :class:`~ntk_ngd.methods.base.Context` of the factored form (the same fields as the Gram form's)."""
+def context(net, spec_opts: tuple, damping, rcond, n: int, features=None):
+    """The :class:`~ntk_ngd.methods.base.Context` of the factored form (the same fields as the Gram form's; no
+    residual without ``features``)."""
     from ..methods.base import Context
 
+    if features is None:
+        return Context(n, damping, spec_opts, rcond, None, None, None, net)
     w = features.whitening
     return Context(n, damping, spec_opts, rcond, jnp.reshape(w.u, (-1,)), w.s, None, net)
 

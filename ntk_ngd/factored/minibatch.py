@@ -25,6 +25,7 @@ import optax
 
 from .. import _validate, losses, methods
 from ..damping import Damping
+from ..optim import tildes_to_tree
 from .features import gradient, whitened_features
 from .form import Settings, context, split_options
 
@@ -76,14 +77,9 @@ def natural_gradient(net, method: str = "kfac", damping=1e-3, loss: str = "mse",
     samples = _validate.positive_int("samples", samples)
     form = spec.factored
 
-    def layer_ctx(n):
-        from ..methods.base import Context
-
-        return Context(n, damping, opts, rcond, None, None, None, net)
-
     def init_fn(params):
         """Zero statistics and preconditioners of the right shapes (replaced at the first step)."""
-        ctx, shapes = layer_ctx(1), []
+        ctx, shapes = context(net, opts, damping, rcond, 1), []
         for l, (d, m) in enumerate(zip(_fan_ins(net), net.fan_out)):
             H, D = jnp.zeros((1, d)), jnp.zeros((1, 1, m))
             shapes.append(jax.eval_shape(lambda H, D, l=l: _pipeline(form, H, D, ctx, settings, l), H, D))
@@ -110,8 +106,6 @@ def natural_gradient(net, method: str = "kfac", damping=1e-3, loss: str = "mse",
                                 lambda: state.inverses)
         tildes = [form.apply(inv, gradient(H, D, feats.u), ctx, settings)
                   for inv, H, D in zip(inverses, feats.inputs, feats.deltas)]
-        from ..optim import tildes_to_tree
-
         new_state = MinibatchState(state.count + 1, stats, inverses, state.inverse_updates + refresh.astype(jnp.int32))
         return tildes_to_tree(net, params, tildes), new_state
 
