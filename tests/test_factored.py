@@ -135,7 +135,7 @@ def test_iterative_solves_converge_below_their_limits():
     """kfac_cor: the power iteration and CG stop on their tolerance, not on maxiter (state the counts)."""
     from ntk_ngd.factored import features, kpsvd, kron_sum
 
-    net, params, X, Y = case(3, True, 3, "mse")
+    net, params, X, Y = case(2, True, 3, "mse")
     feats = features.whitened_features(net, params, jnp.asarray(X), jnp.asarray(Y), losses.get("mse"))
     s = factored.Settings()
     for l, (H, d) in enumerate(zip(feats.inputs, feats.deltas)):
