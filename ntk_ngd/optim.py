@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _validate, losses, methods
+from . import _validate, factored, losses, methods
 from .damping import Damping
 from .kernels import LayerKernels, check_params, layer_features
 from .networks import Network
@@ -65,10 +65,14 @@ def direction(net: Network, spec: methods.Method, opts: tuple, loss: losses.Loss
 
 
 def natural_gradient(net: Network, method: str = "exact", damping=0.0, loss: str = "mse", rcond: float | None = None,
-                     **options) -> optax.GradientTransformationExtraArgs:
+                     form: str = "gram", **options) -> optax.GradientTransformationExtraArgs:
     """The preconditioned gradient (G + ρI)⁻¹∇L of ``method`` (module docstring). ``options`` are the
-    method's (``Method.options``), validated here; ``damping`` a number ≥ 0 or a :class:`~ntk_ngd.damping.Damping`."""
+    method's (``Method.options``), validated here; ``damping`` a number ≥ 0 or a :class:`~ntk_ngd.damping.Damping`.
+    ``form``: "gram" (N·k-sized systems) or "factored" (per-layer Kronecker factors in parameter space, the same
+    direction at the same damping: :mod:`ntk_ngd.factored`; its settings, e.g. ``factored_damping="pi"``, go in
+    ``options``)."""
     spec = methods.get(method)
+    settings, options = factored.split_options(spec, form, options)
     loss = losses.get(loss)
     spec.check_loss(loss.name)
     opts = spec.normalise_options(options, net.depth)
@@ -89,8 +93,12 @@ def natural_gradient(net: Network, method: str = "exact", damping=0.0, loss: str
         if params is None:
             raise ValueError("natural_gradient needs params: tx.update(grads, state, params, batch=(X, Y))")
         X, Y = batch
-        d = direction(net, spec, opts, loss, params, jnp.asarray(X), jnp.asarray(Y), damping, rcond, state.count,
-                      offset)
+        X, Y = jnp.asarray(X), jnp.asarray(Y)
+        if settings is not None:
+            d = tildes_to_tree(net, params, factored.direction(net, spec, opts, loss, params, X, Y, damping, rcond,
+                                                               settings, offset))
+        else:
+            d = direction(net, spec, opts, loss, params, X, Y, damping, rcond, state.count, offset)
         return d, NaturalGradientState(state.count + 1)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -155,15 +163,18 @@ def _output_rows(loss, metric, f, Y, jv):
     return jv if basis is None else jv @ basis[0].T
 
 
-def ngd(net: Network, learning_rate, method: str = "exact", damping=0.0, loss: str = "mse", trust_kappa=None,
-        trust_metric: str = "euclidean", **options):
+def ngd(net: Network, learning_rate, method: str = "exact", damping=0.0, loss: str = "mse", form: str = "gram",
+        trust_kappa=None, trust_metric: str = "euclidean", **options):
     """``optax.chain(natural_gradient(...), optax.scale_by_learning_rate(learning_rate)[, trust_region(...)])``: a
-    ready optimiser (``learning_rate`` a number or an optax schedule), like ``optax.adam``. ``trust_kappa``: κ of
-    the trust region (:func:`trust_region`; None: none — :data:`ntk_ngd.trajectory.KL_TRUST_REGION` is the default
-    ``nn.train`` uses for cross-entropy)."""
-    parts = [natural_gradient(net, method, damping, loss, **options), optax.scale_by_learning_rate(learning_rate)]
+    ready optimiser (``learning_rate`` a number or an optax schedule), like ``optax.adam``; ``form`` as in
+    :func:`natural_gradient`. ``trust_kappa``: κ of the trust region (:func:`trust_region`; None: none —
+    :data:`ntk_ngd.trajectory.KL_TRUST_REGION` is the default ``nn.train`` uses for cross-entropy)."""
+    parts = [natural_gradient(net, method, damping, loss, form=form, **options),
+             optax.scale_by_learning_rate(learning_rate)]
     if trust_kappa is not None:
         parts.append(trust_region(net, trust_kappa, loss, trust_metric))
     return optax.chain(*parts)
+
+
 __all__ = ["NaturalGradientState", "TRUST_METRICS", "TrustRegionState", "direction", "natural_gradient", "ngd",
            "tildes_to_tree", "trust_region"]

@@ -21,6 +21,8 @@ R = I and u = f − Y). A :class:`Method` supplies
 * its options (validated, with defaults), its damping rule (:mod:`ntk_ngd.damping`), whether it
   depends on the residual, its step-size rule, which losses it supports and whether it has an
   infinite-width limit;
+* ``factored`` (:class:`~ntk_ngd.factored.FactoredForm`, or None): its parameter-space form (per-layer
+  Kronecker factors, THEORY.md "Factored form (parameter space)"), the same direction at the same damping;
 * ``metric`` (:class:`~ntk_ngd.methods._metric.Metric`, or None with ``no_metric`` saying why): its
   damped metric M between *any* rows (two-sided kernels J_X M^{±1} J_Yᵀ/N, M_b⁻¹M_midM_b⁻¹, and
   M⁻¹J_Rᵀw in parameter space), which continual learning's projections need (:mod:`ntk_ngd.continual`);
@@ -210,6 +212,8 @@ class Method:
     #: at a :class:`._cost.Size` (N, rows per sample, layer widths), read off the method's Gram-form code;
     #: :mod:`ntk_ngd.budget` turns them into seconds. None: the features plus one N·k solve (:meth:`estimate`)
     cost: Callable[..., Any] | None = None
+    #: the parameter-space form (:class:`ntk_ngd.factored.FactoredForm`), or None: Gram form only
+    factored: Any = None
 
     def __post_init__(self):
         if self.step_rule not in STEP_RULES:
@@ -218,6 +222,11 @@ class Method:
     @property
     def random(self) -> bool:
         return self.draw is not None
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """The forms of ``direction`` this method has: ("gram",) or ("gram", "factored")."""
+        return ("gram", "factored") if self.factored is not None else ("gram",)
 
     @property
     def option_names(self) -> tuple[str, ...]:

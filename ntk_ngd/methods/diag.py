@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import linalg
+from ..factored import diag as factored_diag
 from . import _conditions, _cost, _kron
 from ._fitted import diagonal_verdict, fitted_basis_diagonal
 from ._metric import Metric
@@ -134,4 +135,5 @@ def predict(lk, ctx):
 
 DIAG = register(Method("diag", "diagonal Fisher diag(F) + ρI (finite width only)", kernel, direction, predict,
                        damping_rule="tikhonov", finite_width_only=INFINITE_WIDTH,
-                       metric=Metric(metric_inverse, metric_forward, metric_direction), cost=cost))
+                       metric=Metric(metric_inverse, metric_forward, metric_direction), cost=cost,
+                       factored=factored_diag.FORM))

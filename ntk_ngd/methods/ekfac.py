@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..factored import ekfac as factored_ekfac
 from . import _conditions, _cost, _kron
 from .base import Method, MethodKernel, register, test_kernel_or_none
 from ._fitted import diagonal_verdict, eigen_coordinates_np, fitted_basis_diagonal
@@ -111,4 +112,5 @@ def predict(lk, ctx):
 
 
 EKFAC = register(Method("ekfac", "EKFAC: K-FAC eigenbasis, diagonal refitted to the Fisher, + ρI", kernel, direction,
-                        predict, damping_rule="tikhonov", metric=_kron.span_metric(span_layers), cost=cost))
+                        predict, damping_rule="tikhonov", metric=_kron.span_metric(span_layers), cost=cost,
+                        factored=factored_ekfac.FORM))

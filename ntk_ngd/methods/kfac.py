@@ -40,6 +40,7 @@ from .. import _validate, linalg
 import jax
 
 from . import _conditions
+from ..factored import kfac as factored_kfac
 from ._cost import Cost, eigh, features, matmul, per_layer
 from ._metric import Metric, push_through, push_through_coefficients
 from .base import Method, MethodKernel, Option, register, test_kernel_or_none, verdict
@@ -200,4 +201,4 @@ OPTIONS = (
 
 KFAC = register(Method("kfac", "K-FAC, (A+√ρ)⊗(B+√ρ) per layer; kfac_readout='common' (α=N(L−1)+1) or 'paper' (α=NL)",
                        kernel, direction, predict, damping_rule="factored", layerwise=True, options=OPTIONS,
-                       metric=METRIC, cost=cost))
+                       metric=METRIC, cost=cost, factored=factored_kfac.make(readout_scale)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..factored import kpsvd as factored_kpsvd
 from . import _conditions
 from .base import Method, register, silent, verdict
 from .kpsvd import fitted_cost, fitted_direction, fitted_kernel, kronecker_svd, span_metric
@@ -46,4 +47,4 @@ def predict(lk, ctx):
 
 KFAC_COR = register(Method("kfac_cor", "corrected K-FAC (Koroko et al.): A⊗B + best Kronecker fit of F − A⊗B, + ρI",
                            kernel, direction, predict, damping_rule="tikhonov", metric=span_metric(_terms),
-                           cost=fitted_cost(lambda options: 2)))
+                           cost=fitted_cost(lambda options: 2), factored=factored_kpsvd.KFAC_COR))

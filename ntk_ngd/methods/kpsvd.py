@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validate, linalg
+from ..factored import kpsvd as factored_kpsvd
 from . import _conditions, _cost, _kron
 from ._fitted import diagonal_verdict
 from .base import Method, MethodKernel, Option, Prediction, register, test_kernel_or_none
@@ -282,4 +283,5 @@ OPTIONS = (Option("rank", 1, lambda v, _: check_rank(v), "number k of Kronecker 
 
 KPSVD = register(Method("kpsvd", "KPSVD: best Frobenius fit Σ_{i≤rank} σ_i A_i⊗B_i per layer, + ρI (rank=)", kernel,
                         direction, predict, damping_rule="tikhonov", options=OPTIONS, metric=span_metric(_terms),
-                        cost=fitted_cost(lambda options: int(options.get("rank", 1)))))
+                        cost=fitted_cost(lambda options: int(options.get("rank", 1))),
+                        factored=factored_kpsvd.KPSVD))

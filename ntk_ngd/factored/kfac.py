@@ -1,0 +1,43 @@
+"""K-FAC in parameter space: F_l ≈ A_l ⊗ B_l, B_l = G_l/s_l (s_L = N for ``kfac_readout="paper"``, else 1), with
+the damped factors inverted through their eigendecompositions (O(d³ + m³) per layer):
+
+    W̃_l = (A_l + s_A I)⁻¹ ∇_l (B_l + s_B I)⁻¹,   (s_A, s_B) = (√ρ, √ρ) (the Gram form's rule) or (π√ρ, √ρ/π).
+
+At ρ = 0 the factors' pseudo-inverses: ∇_l lies in span{h̃} ⊗ span{δ̃}, where (A⁺ ⊗ B⁺) is what the Gram form's
+push-through gives, so the two forms agree at ρ = 0 as well.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .. import linalg
+from .damping import factor_shifts
+from .features import kron_factors
+from .form import FactoredForm
+
+
+def damped_inverse(K, shift, rcond=None):
+    """(K + shift·I)⁻¹ of a symmetric factor (pseudo-inverse at shift 0) from one eigendecomposition."""
+    return linalg.solve(K, jnp.eye(K.shape[0], dtype=K.dtype), shift, rcond)
+
+
+def statistics(H, delta, ctx):
+    return kron_factors(H, delta)
+
+
+def make(readout_scale) -> FactoredForm:
+    """K-FAC's factored form; ``readout_scale(l, depth, n, convention)`` is s_l (:func:`ntk_ngd.methods.kfac.readout_scale`)."""
+
+    def inverse(stats, H, delta, ctx, settings, l):
+        A, G = stats
+        B = G / readout_scale(l, ctx.net.depth, ctx.n, ctx.option("kfac_readout"))
+        sa, sb = factor_shifts(A, B, ctx.damping, settings.factored_damping)
+        return damped_inverse(A, sa, ctx.rcond), damped_inverse(B, sb, ctx.rcond)
+
+    def apply(inv, grad, ctx, settings):
+        return inv[0] @ grad @ inv[1]
+
+    return FactoredForm(statistics, inverse, apply, splits=("rule", "pi"))
+
+
+__all__ = ["damped_inverse", "make", "statistics"]
