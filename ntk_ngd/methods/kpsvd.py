@@ -34,6 +34,8 @@ damping makes every k the same Tikhonov-regularised natural gradient.
 
 from __future__ import annotations
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -72,6 +74,11 @@ def kronecker_svd(fwd, bwd, n: int, c: int, rank: int, rcond=None, core=None):
     b = (pinv_root_V @ Wt[:k].T).T
     sign = jnp.where(jnp.sum(a, axis=1) < 0, -1.0, 1.0)[:, None]  # (a, b) → (−a, −b) is the same term
     return sig[:k], a * sign, b * sign
+
+
+#: a fit whose span has at most this many dimensions r_H·r_Δ keeps the dense (r_H·r_Δ)-square M at ρ = 0 (cheap
+#: there, and the values of earlier releases stay bit-for-bit); larger ones use :meth:`LayerFit.congruence_basis`
+DENSE_FIT_MAX = 1024
 
 
 class LayerFit:
@@ -121,16 +128,18 @@ class LayerFit:
         return self._eigenbasis[2:]
 
     def congruence_basis(self, rcond=None):
-        """Two terms, ρ = 0: (S_H, S_Δ, e) with M⁻¹ = (S_H ⊗ S_Δ) diag(1/e) (S_H ⊗ S_Δ)ᵀ, or None where this
-        does not reproduce the pseudo-inverse of M (traced values, Ã₁ or B̃₁ not positive definite, or M possibly
-        so ill-conditioned that the rank cut-off of :func:`linalg.solve` on M could drop an eigenvalue).
+        """Two terms, ρ = 0, span larger than :data:`DENSE_FIT_MAX`: (S_H, S_Δ, e) with
+        M⁺ = (S_H ⊗ S_Δ) diag(e⁺) (S_H ⊗ S_Δ)ᵀ, or None (traced values, one term, a small span, Ã₁ or B̃₁ not
+        positive definite). This is M's inverse whenever M is invertible; M's pseudo-inverse with the rank cut-off
+        of :func:`linalg.solve` is reproduced when no eigenvalue of M is within the cut-off, which the bound
+        cond(M) ≤ cond(Ã₁)·cond(B̃₁)·max|e|/min|e| < 1/(2·rcond) guarantees (a RuntimeWarning says when it fails).
 
         With Ã₁ = V_H Λ_H V_Hᵀ (positive definite on the data span, e.g. corrected K-FAC's A = H̃ᵀH̃/N and rank-2
         KPSVD's Perron term) and T_H = V_H Λ_H^{1/2}: T_H⁻¹Ã₂T_H⁻ᵀ = U_H Γ U_Hᵀ, likewise for B̃ (Δ, U_Δ), so
         M = σ₁Ã₁⊗B̃₁ + σ₂Ã₂⊗B̃₂ = (T_HU_H ⊗ T_ΔU_Δ) diag(e) (…)ᵀ with e_ij = σ₁ + σ₂γ_iδ_j, and
         S = T⁻ᵀU = VΛ^{−1/2}U. The kernel is then a diagonal-basis form in the coordinates F S (:mod:`._kron`):
         O(N²·r_H·r_Δ) time and no (r_H·r_Δ)-square matrix."""
-        if len(self.sig) != 2 or _validate.is_traced(self.sig):
+        if len(self.sig) != 2 or _validate.is_traced(self.sig) or len(self.A[0]) * len(self.B[0]) <= DENSE_FIT_MAX:
             return None
         parts = [_congruence(self.A[0], self.A[1]), _congruence(self.B[0], self.B[1])]
         if any(p is None for p in parts):
@@ -138,11 +147,11 @@ class LayerFit:
         (S_H, gam, cond_H), (S_D, dlt, cond_D) = parts
         sig = np.asarray(self.sig, float)
         e = sig[0] + sig[1] * np.outer(gam, dlt)
-        if np.min(np.abs(e)) <= 0:
-            return None
         rcond = linalg.default_rcond(e.size) if rcond is None else rcond
         if cond_H * cond_D * np.max(np.abs(e)) / np.min(np.abs(e)) * rcond >= 0.5:
-            return None
+            warnings.warn(f"kpsvd/kfac_cor: the {e.size}-dimensional span's M may have eigenvalues below the rank "
+                          "cut-off; its inverse is taken in the simultaneous eigenbasis (cut on e_ij), not as the "
+                          "pseudo-inverse of M (too large to form)", RuntimeWarning, stacklevel=4)
         return S_H, S_D, jnp.asarray(e)
 
     def matrix(self):
