@@ -18,8 +18,12 @@ Every function here is jax-traceable: ``shift`` may be a traced scalar (damping 
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import jax.scipy.linalg  # noqa: F401  (solve_triangular)
 import numpy as np
+
+from . import _validate
 
 
 def default_rcond(size: int, dtype=jnp.float64) -> float:
@@ -55,6 +59,45 @@ def solve_right(K_cross, K, shift=0.0, rcond=None):
     evals, evecs = eigh_sym(K)
     inv = inverse_eigenvalues(evals, shift, rcond)
     return ((K_cross @ evecs) * inv) @ evecs.T
+
+
+#: Cholesky replaces the eigendecomposition of K + shift·I (damping > 0) when its condition number is provably
+#: at most this, κ ≤ (tr K + shift)/shift for PSD K: both forms are backward stable, so they agree to ≲ size·eps·κ
+#: (float64: 1e-12 relative needs κ ≲ 1e3, met at the usual ρ = 1e-3); above it the eigendecomposition is kept.
+CHOLESKY_MAX_CONDITION = 1e8
+
+
+def damped_inverse_factors(K, shift=0.0, rcond=None, positive: bool = False):
+    """(Q, R) with K_cross (K + shift·I)⁻¹ = (K_cross Q) Rᵀ for every K_cross: one factorisation of the symmetric
+    Gram K serves every right-hand side (train and test kernels, every layer term).
+
+    ``positive`` (static: damping > 0, K PSD): Cholesky K + shift·I = LLᵀ and Q = R = L⁻ᵀ (≈ 1.3·n³ flops instead
+    of the ≈ 9·n³ of an eigendecomposition: no spectrum is needed), used when the condition bound allows
+    (:data:`CHOLESKY_MAX_CONDITION`) and the factor is finite; otherwise, and at shift = 0 (the rank cut-off
+    needs the spectrum), Q = V·diag(1/(λ + shift)) and R = V over one eigendecomposition, exactly the
+    arithmetic of :func:`solve_right` (the pseudo-inverse at shift = 0)."""
+    if not positive:
+        return _eigen_factors(K, shift, rcond)
+    sym = 0.5 * (K + K.T)
+    kappa = (jnp.trace(sym) + shift) / shift  # every λ + shift ≥ shift > rcond·max|λ| when κ·rcond < 1: nothing is cut
+    rcond = default_rcond(K.shape[0], K.dtype) if rcond is None else rcond
+    L = jnp.linalg.cholesky(sym + shift * jnp.eye(K.shape[0], dtype=K.dtype))
+    W = jax.scipy.linalg.solve_triangular(L, jnp.eye(K.shape[0], dtype=K.dtype), lower=True).T  # L⁻ᵀ
+    usable = (kappa <= CHOLESKY_MAX_CONDITION) & (kappa * rcond < 0.5) & jnp.all(jnp.isfinite(W))
+    if not _validate.is_traced(usable):
+        return (W, W) if bool(usable) else _eigen_factors(K, shift, rcond)
+    return jax.lax.cond(usable, lambda: (W, W), lambda: _eigen_factors(K, shift, rcond))
+
+
+def _eigen_factors(K, shift, rcond):
+    evals, evecs = eigh_sym(K)
+    return evecs * inverse_eigenvalues(evals, shift, rcond), evecs
+
+
+def apply_factors(K_cross, factors):
+    """K_cross (K + shift·I)⁻¹ from :func:`damped_inverse_factors`."""
+    Q, R = factors
+    return (K_cross @ Q) @ R.T
 
 
 def projector(K, shift=0.0, rcond=None):
@@ -153,7 +196,7 @@ def weighted_sum(weights, delta):
 
 
 __all__ = [
-    "block_diagonal", "default_rcond", "eigh_sym", "expand_outputs", "expand_outputs_rows", "gram_factor", "inverse_eigenvalues", "jt",
+    "apply_factors", "block_diagonal", "damped_inverse_factors", "default_rcond", "eigh_sym", "expand_outputs", "expand_outputs_rows", "gram_factor", "inverse_eigenvalues", "jt",
     "jvp", "kron_identity", "per_sample_factor", "projector", "rank", "residual_factor", "solve", "solve_right",
     "sqrt_and_pinv_sqrt", "weighted_sum",
 ]

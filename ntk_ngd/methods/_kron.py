@@ -21,12 +21,11 @@ the eigen-coordinates of K^H_l and K^Δ_l (:func:`gram_coordinates`), so nothing
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import _validate, linalg
-
-#: Entries of the largest intermediate (row chunk × training rows × basis size) formed at once.
-_CHUNK = 1 << 24
 
 
 def expand_rows(features, c: int):
@@ -82,23 +81,84 @@ def diagonal_basis_kernel(h_cross, d_cross, h, d, s, damping, n: int, rcond=None
     ``h``/``d`` (rows, r_H)/(rows, r_Δ) on the training rows, ``h_cross``/``d_cross`` on the cross
     rows, ``s`` (r_H, r_Δ). At ρ = 0, |s_ij| ≤ rcond·max|s| counts as zero and its term is dropped
     (``rcond`` defaults to s.size · eps). Never forms the rows × (r_H·r_Δ) design matrix: costs
-    O(rows'·rows·r_Δ·r_H) time and O(min(rows', chunk)·rows·max(r_H, r_Δ)) memory.
+    O(rows'·rows·r_Δ·r_H) time and O(rows·max(r_H, r_Δ)) memory (:func:`diagonal_basis_form`).
     """
     rcond = linalg.default_rcond(s.size, s.dtype) if rcond is None else rcond
     return diagonal_basis_form(h_cross, d_cross, h, d, linalg.inverse_eigenvalues(s.reshape(-1), damping, rcond)
                                .reshape(s.shape), n)
 
 
+def rank_one_scales_kernel(h_cross, d_cross, h, d, sigma, alpha, beta, n: int, rcond=None):
+    """:func:`diagonal_basis_kernel` at ρ = 0 for rank-one scales s_ij = σα_iβ_j with σ, α, β > 0 (rank-1 KPSVD),
+    in O(rows'·rows·(r_H + r_Δ)) instead of O(rows'·rows·r_H·r_Δ); None where it does not apply (traced values,
+    a non-positive factor, or a cut-off pattern that is not a staircase), and the caller takes the general form.
+
+    The kept terms s_ij > rcond·max s (the same cut as :func:`diagonal_basis_kernel`) are, for each i, the
+    β_j above a threshold: in β-ascending order row i keeps a suffix j ≥ J(i). With the suffix sums
+    D_J = Σ_{j≥J} d'_j d_jᵀ/β_j and the groups g_J = {i : J(i) = J},
+
+        Θ = (1/(Nσ)) Σ_J [Σ_{i∈g_J} h'_i h_iᵀ/α_i] ⊙ D_J,
+
+    one group (nothing cut) giving (h'diag(1/α)hᵀ) ⊙ (d'diag(1/β)dᵀ)/(Nσ), a Hadamard product of two Grams."""
+    s = sigma * jnp.outer(alpha, beta)
+    if _validate.is_traced(s):
+        return None
+    a, b, sig = np.asarray(alpha), np.asarray(beta), float(sigma)
+    if not (sig > 0 and np.all(a > 0) and np.all(b > 0)):
+        return None
+    rcond = linalg.default_rcond(s.size, s.dtype) if rcond is None else rcond
+    s = np.asarray(s)
+    order = np.argsort(b, kind="stable")
+    kept = (np.abs(s) > rcond * np.max(np.abs(s)))[:, order]
+    start = np.sum(~kept, axis=1)
+    if not np.array_equal(kept, np.arange(b.size)[None, :] >= start[:, None]):
+        return None
+    d_s, dc_s, b_s = d[:, order], d_cross[:, order], jnp.asarray(b[order])
+    out, D, done = jnp.zeros((h_cross.shape[0], h.shape[0]), s.dtype), 0.0, b.size
+    for J in sorted(set(start.tolist()), reverse=True):  # suffix sums grow as J decreases
+        if J == b.size:  # rows with every term cut
+            continue
+        D = D + (dc_s[:, J:done] / b_s[J:done]) @ d_s[:, J:done].T
+        done = J
+        g = np.nonzero(start == J)[0]
+        out = out + ((h_cross[:, g] / jnp.asarray(a[g])) @ h[:, g].T) * D
+    return out / (n * sig)
+
+
 def diagonal_basis_form(h_cross, d_cross, h, d, w, n: int):
-    """(1/N) Σ_ij h'_{p,i} h_{q,i} d'_{p,j} d_{q,j} w_ij for given weights w (r_H, r_Δ), in row chunks."""
-    step = max(1, _CHUNK // max(1, h.shape[0] * max(d.shape[1], h.shape[1])))
-    blocks = []
-    for start in range(0, h_cross.shape[0], step):  # bounded memory: rows' chunks of the (p, q) pairs
-        hc, dc = h_cross[start : start + step], d_cross[start : start + step]
-        pairs = (dc[:, None, :] * d[None, :, :]).reshape(-1, d.shape[1])  # (p, q) × j
-        weighted = (pairs @ w.T).reshape(hc.shape[0], h.shape[0], -1)  # Σ_j d'_pj d_qj w_ij
-        blocks.append(jnp.einsum("pi,qi,pqi->pq", hc, h, weighted))
-    return jnp.concatenate(blocks, axis=0) / n
+    """(1/N) Σ_ij h'_{p,i} h_{q,i} d'_{p,j} d_{q,j} w_ij for given weights w (r_H, r_Δ).
+
+    Row p is a product of two GEMMs' worth of work, Θ[p, q] = Σ_i h_{q,i} [(d diag(d'_p)) (wᵀ diag(h'_p))]_{q,i}:
+    2·rows·r_Δ·r_H flops per row at matrix-multiply speed, O(rows·max(r_H, r_Δ)) memory, rows in blocks
+    (:func:`_form_rows`, compiled once per block shape). When the cross rows are the training rows
+    (``h_cross is h`` and ``d_cross is d``) the form is symmetric and only the blocks on or above the diagonal
+    are computed (half the work). For generic w this O(rows'·rows·r_H·r_Δ) cost is the form's own: it is a
+    bilinear form (h'_p ∘ h_q)ᵀ w (d'_p ∘ d_q) for every pair (p, q) with an unstructured r_H × r_Δ matrix w."""
+    symmetric = h_cross is h and d_cross is d
+    rows, step = h_cross.shape[0], _ROW_BLOCK
+    if not symmetric:
+        return jnp.concatenate([_form_rows(h_cross[a : a + step], d_cross[a : a + step], h, d, w)
+                                for a in range(0, rows, step)], axis=0) / n
+    out = jnp.zeros((rows, rows), w.dtype)
+    for a in range(0, rows, step):  # block row a: columns a.. (the blocks left of the diagonal come by symmetry)
+        out = out.at[a : a + step, a:].set(_form_rows(h[a : a + step], d[a : a + step], h[a:], d[a:], w))
+    block = np.arange(rows) // step
+    return jnp.where(block[:, None] > block[None, :], out.T, out) / n
+
+
+#: rows of the cross kernel per compiled block of :func:`diagonal_basis_form`
+_ROW_BLOCK = 128
+
+
+@jax.jit
+def _form_rows(h_cross, d_cross, h, d, w):
+    """Rows p of Σ_ij h'_{p,i} h_{q,i} d'_{p,j} d_{q,j} w_ij, one row at a time (two GEMM operands per row)."""
+
+    def one(row):
+        hp, dp = row
+        return jnp.sum(((d * dp) @ (w.T * hp)) * h, axis=1)
+
+    return jax.lax.map(one, (h_cross, d_cross))
 
 
 class SpanLayer:

@@ -71,10 +71,9 @@ def _shift(ctx):
 # ---------------------------------------------------------------------------------------------
 def block_diag_kernel(train, test, ctx) -> MethodKernel:
     """Σ_l Θ_l(x', X)(Θ_l + NρI)⁻¹."""
-    shift = _shift(ctx)
-    K_train = sum(linalg.projector(t, shift, ctx.rcond) for t in train.ntk)
-    K_test = test_kernel_or_none(
-        test, lambda ts: sum(linalg.solve_right(a, t, shift, ctx.rcond) for a, t in zip(ts.ntk, train.ntk)))
+    factors = [linalg.damped_inverse_factors(t, _shift(ctx), ctx.rcond, ctx.damping.positive) for t in train.ntk]
+    K_train = sum(linalg.apply_factors(t, f) for t, f in zip(train.ntk, factors))
+    K_test = test_kernel_or_none(test, lambda ts: sum(linalg.apply_factors(a, f) for a, f in zip(ts.ntk, factors)))
     return MethodKernel(K_train, K_test)
 
 

@@ -47,16 +47,24 @@ def eigen_coordinates(fwd, bwd, fwd_cross, bwd_cross, n: int, c: int):
 
 
 def kernel(train, test, ctx):
+    """Per layer one eigenbasis of K^H_l and of K^Δ_l, shared by the train kernel (the training rows' own
+    coordinates ĥ = Q_HΛ_H^{1/2}: a symmetric form) and the test kernel (ĥ(x') = K^H(x', X)Q_HΛ_H^{−1/2})."""
     c = train.n_outputs_per_sample
+    layers = []
+    for l in range(train.depth):
+        Fh, Vh = _kron.gram_basis(train.fwd[l])
+        Fd, Vd = _kron.gram_basis(train.bwd[l])
+        h = _kron.expand_rows(Fh, c)
+        layers.append((h, Fd, Vh, Vd, _kron.fitted_scales(h, Fd, ctx.n)))
 
-    def layer_term(l, cross):
-        h, d, h_cross, d_cross, s = eigen_coordinates(train.fwd[l], train.bwd[l], cross.fwd[l], cross.bwd[l], ctx.n, c)
+    def term(h_cross, d_cross, h, d, s):
         return _kron.diagonal_basis_kernel(h_cross, d_cross, h, d, s, ctx.damping.value, ctx.n, ctx.rcond)
 
-    def total(cross):
-        return sum(layer_term(l, cross) for l in range(train.depth))
+    def cross_total(cross):
+        return sum(term(_kron.expand_rows(cross.fwd[l] @ Vh, c), cross.bwd[l] @ Vd, h, d, s)
+                   for l, (h, d, Vh, Vd, s) in enumerate(layers))
 
-    return MethodKernel(total(train), test_kernel_or_none(test, total))
+    return MethodKernel(sum(term(h, d, h, d, s) for h, d, _, _, s in layers), test_kernel_or_none(test, cross_total))
 
 
 def direction(train, ctx):

@@ -23,10 +23,9 @@ def _shift(ctx):
 
 def kernel(train, test, ctx) -> MethodKernel:
     theta = train.total_ntk
-    return MethodKernel(
-        linalg.projector(theta, _shift(ctx), ctx.rcond),
-        test_kernel_or_none(test, lambda t: linalg.solve_right(t.total_ntk, theta, _shift(ctx), ctx.rcond)),
-    )
+    factors = linalg.damped_inverse_factors(theta, _shift(ctx), ctx.rcond, ctx.damping.positive)  # once: train and test
+    return MethodKernel(linalg.apply_factors(theta, factors),
+                        test_kernel_or_none(test, lambda t: linalg.apply_factors(t.total_ntk, factors)))
 
 
 def direction(train, ctx) -> list:

@@ -58,10 +58,19 @@ def kernel(train, test, ctx) -> MethodKernel:
     n, c, depth = ctx.n, train.n_outputs_per_sample, train.depth
     convention = ctx.option("kfac_readout")
 
-    def layer_term(l, cross):
+    def factors(l):  # each factor's Gram factorised once, for the train and the test kernel
         s = readout_scale(l, depth, n, convention)
-        a = n * linalg.solve_right(cross.fwd[l], train.fwd[l], ctx.damping.shift("factored", n), ctx.rcond)
-        b = n * s * linalg.solve_right(cross.bwd[l], train.bwd[l], ctx.damping.shift("factored", n, s), ctx.rcond)
+        return (linalg.damped_inverse_factors(train.fwd[l], ctx.damping.shift("factored", n), ctx.rcond,
+                                              ctx.damping.positive),
+                linalg.damped_inverse_factors(train.bwd[l], ctx.damping.shift("factored", n, s), ctx.rcond,
+                                              ctx.damping.positive), s)
+
+    layers = [factors(l) for l in range(depth)]
+
+    def layer_term(l, cross):
+        fa, fb, s = layers[l]
+        a = n * linalg.apply_factors(cross.fwd[l], fa)
+        b = n * s * linalg.apply_factors(cross.bwd[l], fb)
         return linalg.expand_outputs(a, c) * b / n
 
     def total(cross):

@@ -34,6 +34,8 @@ damping makes every k the same Tikhonov-regularised natural gradient.
 
 from __future__ import annotations
 
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -75,6 +77,11 @@ def kronecker_svd(fwd, bwd, n: int, c: int, rank: int, rcond=None, core=None):
     return sig[:k], a * sign, b * sign
 
 
+#: a fit whose span has at most this many dimensions r_H·r_Δ keeps the dense (r_H·r_Δ)-square M at ρ = 0 (cheap
+#: there, and the values of earlier releases stay bit-for-bit); larger ones use :meth:`LayerFit.congruence_basis`
+DENSE_FIT_MAX = 1024
+
+
 class LayerFit:
     """One layer's fitted Kronecker sum restricted to the data: the orthonormal data bases (F_H, V_H), (F_Δ, V_Δ)
     of K^H and K^Δ (:func:`._kron.gram_basis`) and the terms σ_i Ã_i ⊗ B̃_i in those coordinates."""
@@ -85,9 +92,16 @@ class LayerFit:
         self.Fh, self.Vh = _kron.gram_basis(fwd)
         self.Fd, self.Vd = _kron.gram_basis(bwd)
         self.sig = sig
-        self._matrix = self._solved = None
+        self._matrix = self._solved = self._eigenbasis = self._congruence = None
         self.A = [self.Fh.T @ (ai[:, None] * self.Fh) for ai in a]
         self.B = [self.Fd.T @ (_kron.expand_rows(bi, c)[:, None] * self.Fd) for bi in b]
+
+    def congruence(self, rcond=None):
+        """:meth:`congruence_basis`, computed once per fit (False: not applicable)."""
+        if self._congruence is None:
+            self._congruence = self.congruence_basis(rcond)
+            self._congruence = False if self._congruence is None else self._congruence
+        return self._congruence or None
 
     def solved_rows(self, ctx):
         """(M + ρ)⁻¹ Z(X)ᵀ at ``ctx``'s damping, computed once (a fit serves one context: :func:`fitted_kernel`)."""
@@ -100,10 +114,46 @@ class LayerFit:
         return len(self.sig) == 1
 
     def eigenbasis(self):
-        """(Pa, Pb, s): for one term, M = σÃ⊗B̃ is diagonal in the eigenbases of Ã and B̃, s_ij = σα_iβ_j."""
-        alpha, Pa = linalg.eigh_sym(self.A[0])
-        beta, Pb = linalg.eigh_sym(self.B[0])
+        """(Pa, Pb, s): for one term, M = σÃ⊗B̃ is diagonal in the eigenbases of Ã and B̃, s_ij = σα_iβ_j
+        (computed once per fit: the train and cross kernels share it)."""
+        if self._eigenbasis is None:
+            alpha, Pa = linalg.eigh_sym(self.A[0])
+            beta, Pb = linalg.eigh_sym(self.B[0])
+            self._eigenbasis = (Pa, Pb, alpha, beta)
+        Pa, Pb, alpha, beta = self._eigenbasis
         return Pa, Pb, self.sig[0] * jnp.outer(alpha, beta)
+
+    def eigenvalues(self):
+        """(α, β): the eigenvalues of Ã and B̃ behind :meth:`eigenbasis` (one term)."""
+        self.eigenbasis()
+        return self._eigenbasis[2:]
+
+    def congruence_basis(self, rcond=None):
+        """Two terms, ρ = 0, span larger than :data:`DENSE_FIT_MAX`: (S_H, S_Δ, e) with
+        M⁺ = (S_H ⊗ S_Δ) diag(e⁺) (S_H ⊗ S_Δ)ᵀ, or None (traced values, one term, a small span, Ã₁ or B̃₁ not
+        positive definite). This is M's inverse whenever M is invertible; M's pseudo-inverse with the rank cut-off
+        of :func:`linalg.solve` is reproduced when no eigenvalue of M is within the cut-off, which the bound
+        cond(M) ≤ cond(Ã₁)·cond(B̃₁)·max|e|/min|e| < 1/(2·rcond) guarantees (a RuntimeWarning says when it fails).
+
+        With Ã₁ = V_H Λ_H V_Hᵀ (positive definite on the data span, e.g. corrected K-FAC's A = H̃ᵀH̃/N and rank-2
+        KPSVD's Perron term) and T_H = V_H Λ_H^{1/2}: T_H⁻¹Ã₂T_H⁻ᵀ = U_H Γ U_Hᵀ, likewise for B̃ (Δ, U_Δ), so
+        M = σ₁Ã₁⊗B̃₁ + σ₂Ã₂⊗B̃₂ = (T_HU_H ⊗ T_ΔU_Δ) diag(e) (…)ᵀ with e_ij = σ₁ + σ₂γ_iδ_j, and
+        S = T⁻ᵀU = VΛ^{−1/2}U. The kernel is then a diagonal-basis form in the coordinates F S (:mod:`._kron`):
+        O(N²·r_H·r_Δ) time and no (r_H·r_Δ)-square matrix."""
+        if len(self.sig) != 2 or _validate.is_traced(self.sig) or len(self.A[0]) * len(self.B[0]) <= DENSE_FIT_MAX:
+            return None
+        parts = [_congruence(self.A[0], self.A[1]), _congruence(self.B[0], self.B[1])]
+        if any(p is None for p in parts):
+            return None
+        (S_H, gam, cond_H), (S_D, dlt, cond_D) = parts
+        sig = np.asarray(self.sig, float)
+        e = sig[0] + sig[1] * np.outer(gam, dlt)
+        rcond = linalg.default_rcond(e.size) if rcond is None else rcond
+        if cond_H * cond_D * np.max(np.abs(e)) / np.min(np.abs(e)) * rcond >= 0.5:
+            warnings.warn(f"kpsvd/kfac_cor: the {e.size}-dimensional span's M may have eigenvalues below the rank "
+                          "cut-off; its inverse is taken in the simultaneous eigenbasis (cut on e_ij), not as the "
+                          "pseudo-inverse of M (too large to form)", RuntimeWarning, stacklevel=4)
+        return S_H, S_D, jnp.asarray(e)
 
     def matrix(self):
         """M = Σ_i σ_i Ã_i ⊗ B̃_i ((r_H·r_Δ)-square), built once per fit (the train and cross kernels share it)."""
@@ -117,14 +167,40 @@ class LayerFit:
         return jnp.einsum("i,iab,icd->acbd", self.sig, A, B).reshape(ra * rb, ra * rb)
 
 
+def _congruence(first, second):
+    """(S, γ, cond(first)) with Sᵀ first S = I and Sᵀ second S = diag(γ) (host), or None if ``first`` is not
+    positive definite."""
+    lam, V = np.linalg.eigh(0.5 * (np.asarray(first) + np.asarray(first).T))
+    if lam.size == 0 or lam[0] <= 0:
+        return None
+    T_inv = V / np.sqrt(lam)  # V Λ^{-1/2}: T⁻ᵀ for T = VΛ^{1/2}
+    gam, U = np.linalg.eigh(0.5 * (T_inv.T @ np.asarray(second) @ T_inv + (T_inv.T @ np.asarray(second) @ T_inv).T))
+    return jnp.asarray(T_inv @ U), gam, lam[-1] / lam[0]
+
+
 def layer_kernel(fit: LayerFit, fwd_cross, bwd_cross, ctx):
-    """Θ_l(x', X) = Z(x')(M + ρ)⁻¹Z(X)ᵀ/N with Z the rows' coordinates (module docstring)."""
+    """Θ_l(x', X) = Z(x')(M + ρ)⁻¹Z(X)ᵀ/N with Z the rows' coordinates (module docstring); ``fwd_cross`` None:
+    the training rows themselves (their own coordinates F_H, F_Δ: a symmetric form)."""
     c, n = fit.c, ctx.n
-    Fh_cross, Fd_cross = fwd_cross @ fit.Vh, bwd_cross @ fit.Vd
+    if fwd_cross is None:
+        Fh_cross, Fd_cross = fit.Fh, fit.Fd
+    else:
+        Fh_cross, Fd_cross = fwd_cross @ fit.Vh, bwd_cross @ fit.Vd
     if fit.single:
         Pa, Pb, s = fit.eigenbasis()
-        h, h_cross = _kron.expand_rows(fit.Fh @ Pa, c), _kron.expand_rows(Fh_cross @ Pa, c)
-        return _kron.diagonal_basis_kernel(h_cross, Fd_cross @ Pb, h, fit.Fd @ Pb, s, ctx.damping.value, n, ctx.rcond)
+        h, d = _kron.expand_rows(fit.Fh @ Pa, c), fit.Fd @ Pb
+        h_cross, d_cross = (h, d) if fwd_cross is None else (_kron.expand_rows(Fh_cross @ Pa, c), Fd_cross @ Pb)
+        if not ctx.damping.positive:  # ρ = 0: separable scales, O(N³) (None: not applicable here)
+            fast = _kron.rank_one_scales_kernel(h_cross, d_cross, h, d, fit.sig[0], *fit.eigenvalues(), n, ctx.rcond)
+            if fast is not None:
+                return fast
+        return _kron.diagonal_basis_kernel(h_cross, d_cross, h, d, s, ctx.damping.value, n, ctx.rcond)
+    basis = None if ctx.damping.positive else fit.congruence(ctx.rcond)
+    if basis is not None:  # two terms at ρ = 0: diagonal in a (non-orthogonal) Kronecker basis
+        S_H, S_D, e = basis
+        h, d = _kron.expand_rows(fit.Fh @ S_H, c), fit.Fd @ S_D
+        h_cross, d_cross = (h, d) if fwd_cross is None else (_kron.expand_rows(Fh_cross @ S_H, c), Fd_cross @ S_D)
+        return _kron.diagonal_basis_kernel(h_cross, d_cross, h, d, e, 0.0, n, ctx.rcond)
     Z_cross = _kron.face_split(_kron.expand_rows(Fh_cross, c), Fd_cross)
     return Z_cross @ fit.solved_rows(ctx) / n
 
@@ -157,7 +233,7 @@ def fitted_kernel(train, test, ctx, terms_of) -> MethodKernel:
     def total(cross):
         return sum(layer_kernel(f, cross.fwd[l], cross.bwd[l], ctx) for l, f in enumerate(fits))
 
-    return MethodKernel(total(train), test_kernel_or_none(test, total))
+    return MethodKernel(sum(layer_kernel(f, None, None, ctx) for f in fits), test_kernel_or_none(test, total))
 
 
 def fitted_direction(train, ctx, terms_of) -> list:
