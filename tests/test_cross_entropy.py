@@ -329,11 +329,11 @@ def test_cli_simulate_cross_entropy_digits(capsys):
     from ntk_ngd.cli import main
 
     code = main(["simulate", "--loss", "cross_entropy", "--dataset", "digits", "--classes", "10", "--n", "12",
-                 "--steps", "3", "--method", "exact", "--method", "ief", "--json"])
+                 "--steps", "3", "--method", "exact", "--method", "ief", "--lr", "1", "--json"])
     payload = json.loads(capsys.readouterr().out)
     assert code == 0 and payload["loss"] == "cross_entropy"
     exact = payload["train_loss"]["exact"]
-    # infinite width from f = 0, lr = 1: every sample's true logit rises by C = 10 in step 1
+    # infinite width from f = 0, lr = 1 (given: no trust region): every sample's true logit rises by C = 10 in step 1
     assert abs(exact[0] - np.log(10)) < 1e-12 and abs(exact[1] - np.log(1 + 9 * np.exp(-10.0))) < 1e-10
     assert main(["simulate", "--loss", "cross_entropy", "--method", "unit_wise"]) == 2  # infinite width
     err = capsys.readouterr().err.strip().splitlines()

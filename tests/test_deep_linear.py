@@ -300,10 +300,15 @@ def test_block_diagonal_training_follows_exact_square_recurrence(depth, cond, no
     weights = dl.random_weights(3, [3] * (depth - 1), 3, seed=depth)
     run = dl.train(weights, X, Y, "block_diag", 0.2, 10)
     predicted_maps = dl.predicted_end_to_end_maps(weights, X, Y, 0.2, 10, "exact")
-    assert rel(dl.end_to_end_maps(run, X), predicted_maps) <= 1e-9
-    assert rel(run.train_loss, dl.predicted_loss(weights, X, Y, 0.2, 10, "exact")) <= 1e-9
+    predicted = dl.predicted_loss(weights, X, Y, 0.2, 10, "exact")
+    # the run stops where the recurrence itself blows up (cond 1e3, noisy: 0.098 → 7,565 at step 9 for depth 3)
+    grown = np.flatnonzero(predicted > DIVERGENCE_FACTOR * predicted[0])
+    assert run.diverged_at == (int(grown[0]) if grown.size else None)
+    t = len(predicted) if run.diverged_at is None else run.diverged_at
+    assert rel(dl.end_to_end_maps(run, X)[:t], predicted_maps[:t]) <= 1e-9
+    assert rel(run.train_loss[:t], predicted[:t]) <= 1e-9
     first_order = dl.predicted_loss(weights, X, Y, 0.2, 10, "first_order")
-    assert rel(run.train_loss, first_order) > 1e-6                  # the O(η²) terms are real
+    assert rel(run.train_loss[:t], first_order[:t]) > 1e-6          # the O(η²) terms are real
 
 
 def test_continuous_time_flow_is_exponential():
