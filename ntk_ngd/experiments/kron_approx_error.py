@@ -132,7 +132,8 @@ def _checks(sweep, gram_small, dense_small, iso):
         check_below(f"max over {len(blocks)} blocks of err(KPSVD rank 1) - err(K-FAC) (Eckart-Young)",
                     worst_kpsvd_vs_kfac, SLACK, theory="<= 0", error_model=model,
                     controls=[control_below("reversed: max of err(K-FAC) - err(KPSVD rank 1)",
-                                            max(e["kfac"] - e["kpsvd1"] for e in blocks), SLACK)])
+                                            max(e["kfac"] - e["kpsvd1"] for e in blocks), SLACK,
+                                            kind="other_method")])
         .about("Frobenius error ordering", "kpsvd", "kfac"),
         identity(check_below("max over blocks of err(KPSVD rank k+1) - err(rank k), k = 1, 2 (err_k = ||F||^2 - sum "
                              "sigma_i^2: non-increasing by construction)", worst_rank, SLACK, theory="<= 0"))
@@ -140,11 +141,13 @@ def _checks(sweep, gram_small, dense_small, iso):
         check_below("max over blocks of err(EKFAC) - err(K-FAC) (optimal diagonal in the same basis)",
                     worst_ekfac, SLACK, theory="<= 0", error_model=model,
                     controls=[control_below("reversed: max of err(K-FAC) - err(EKFAC)",
-                                            max(e["kfac"] - e["ekfac"] for e in blocks), SLACK)])
+                                            max(e["kfac"] - e["ekfac"] for e in blocks), SLACK,
+                                            kind="other_method")])
         .about("Frobenius error ordering", "ekfac", "kfac"),
         check_below("max |Gram-form error - explicit P x P fit error| on a small net (6 fits x 3 layers)",
                     dense_gap, SLACK, error_model=model,
-                    controls=[control_below("each Gram-form error against the next fit's dense error", shifted, SLACK)])
+                    controls=[control_below("each Gram-form error against the next fit's dense error", shifted, SLACK,
+                                            kind="other_method")])
         .about("Gram-form errors = dense fits", "kfac", "kpsvd", "ekfac", "diag"),
     ]
     for width, rows in iso.items():
@@ -159,7 +162,8 @@ def _checks(sweep, gram_small, dense_small, iso):
                                           error_model="floating point: kappa*eps of the kernels, tolerance 1e-8",
                                           controls=[control_below(f"{'kpsvd1' if label == 'kfac' else 'kfac'}'s "
                                                                   "measured deviation against this prediction",
-                                                                  abs(o["deviation"] - r["theory_deviation"]), 1e-8)]
+                                                                  abs(o["deviation"] - r["theory_deviation"]), 1e-8,
+                                                                  kind="other_method")]
                                           if o is not None else ())
                               .about("predicted isotropy deviation", label.rstrip("0123456789")))
             if label in ("ekfac", "diag"):
