@@ -26,7 +26,8 @@ from ..networks import mlp
 from ..training import train
 from ._base import (Coverage, check_below, check_close, check_range, control_below, control_close, control_range,
                     unpredicted)
-from ._methods import FP_MODEL, FP_TOL, control_method, kernel_and_prediction, log_deviation, options, step_size
+from ._methods import (FP_MODEL, FP_TOL, farthest_linearisation, kernel_and_prediction, log_deviation, options,
+                       step_size)
 
 LOSS = "cross_entropy"
 ISO_TOL = 1e-8
@@ -144,7 +145,7 @@ def _band_checks(band, cfg, steps, cov):
     out = []
     for spec in cov.applies():
         dev, rule, tr, li, _ = band[spec.name]
-        other = control_method(spec.name)  # another method's linearised run (its own step rule)
+        other = farthest_linearisation({m: b[3] for m, b in band.items()}, spec.name, min(BAND_STEPS, steps))
         control = control_below(f"the same trained run vs {other}'s linearisation (eta = {band[other][1]})",
                                 log_deviation(tr, band[other][3], min(BAND_STEPS, steps)), limit,
                                 kind="other_method")

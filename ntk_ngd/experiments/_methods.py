@@ -89,6 +89,17 @@ def one_step_check(label: str, ratio: float, theory, isotropic: bool, control: t
                                                value, FP_TOL, kind="other_method")])
 
 
+def farthest_linearisation(curves: dict, name: str, steps: int) -> str:
+    """The method (≠ ``name``) whose linearised loss curve is farthest from ``name``'s own (``log_deviation``; finite
+    curves first): the lazy-band control compares ``name``'s trained run with it. Chosen from the linearised
+    predictions alone, before the trained run is looked at; a control that still passes means the band cannot
+    tell the methods' predictions apart."""
+    dist = {m: log_deviation(c, curves[name], steps) for m, c in curves.items() if m != name}
+    finite = {m: d for m, d in dist.items() if np.isfinite(d)}
+    pool = finite or dist
+    return max(pool, key=pool.get)
+
+
 def log_deviation(loss, reference, steps: int) -> float:
     """max over t = 1..steps of |log(loss_t/loss_0) − log(reference_t/reference_0)| (both curves finite)."""
     loss, reference = np.asarray(loss, float), np.asarray(reference, float)
@@ -98,5 +109,5 @@ def log_deviation(loss, reference, steps: int) -> float:
     return float(np.max(d)) if np.all(np.isfinite(d)) else float("inf")
 
 
-__all__ = ["CONTROL_LR", "control_method", "FP_MODEL", "FP_TOL", "kernel_and_prediction", "log_deviation", "one_step_check",
+__all__ = ["CONTROL_LR", "control_method", "farthest_linearisation", "FP_MODEL", "FP_TOL", "kernel_and_prediction", "log_deviation", "one_step_check",
            "one_step_theory", "options", "step_size"]

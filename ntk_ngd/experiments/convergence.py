@@ -37,8 +37,8 @@ from ..networks import mlp
 from ..training import train
 from ._base import (Coverage, ExperimentResult, check_below, check_close, control_below, identity,
                     infinite_width_reason, progress)
-from ._methods import (CONTROL_LR, control_method, FP_MODEL, FP_TOL, kernel_and_prediction, log_deviation, one_step_check,
-                       one_step_theory, options, step_size)
+from ._methods import (CONTROL_LR, FP_MODEL, FP_TOL, control_method, farthest_linearisation, kernel_and_prediction,
+                       log_deviation, one_step_check, one_step_theory, options, step_size)
 
 PROFILES = {
     "tiny": {"n": 8, "in_dim": 16, "depth": 3, "width": 256, "steps": 5, "fraction": 0.5, "seed": 0},
@@ -148,7 +148,8 @@ def _checks(kind, panel, cfg, net, X, Y, params):
                    .about(ONE_STEP.family, spec.name))
     for spec in LAZY.applies():
         rec = panel[spec.name]["finite"]
-        other = control_method(spec.name)  # another method's linearised run (its own step rule)
+        other = farthest_linearisation({m: panel[m]["finite"]["linearised_rel_loss"] for m in panel}, spec.name,
+                                       min(BAND_STEPS, cfg["steps"]))
         control = control_below(f"the same trained run vs {other}'s linearisation (eta = "
                                 f"{panel[other]['finite']['rule']})",
                                 log_deviation(rec["trained_rel_loss"], panel[other]["finite"]["linearised_rel_loss"],
