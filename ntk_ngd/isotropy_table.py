@@ -38,16 +38,17 @@ def isotropy_rows(
 
     Data: :func:`datasets.synthetic` (inputs on the sphere); for ``loss="cross_entropy"`` ``classes``
     teacher outputs and labels = their argmax. Outputs f₀(X) at finite width, 0 at infinite width (the
-    prior mean); ef/ief use the residual (MSE) or the labels (cross-entropy) there. Unit-wise α grows
-    with the width, so its infinite-width row uses the largest finite width given as the nominal M.
-    Methods without an infinite-width limit give n/a rows with the reason. Options a method needs are
-    its registered ``example_options`` (pattern: bandwidth 1)."""
+    prior mean); ef/ief use the residual (MSE) or the labels (cross-entropy) there. Methods without an
+    infinite-width limit (``finite_width_only``) or without support for ``loss`` give n/a rows with the
+    registry's reason; any other error inside a row is recorded in its ``error`` field (a defect, shown as a
+    failing check by the figure, never dropped). Options a method needs are its registered ``example_options``
+    (pattern: bandwidth 1)."""
     method_names = default_methods() if method_names is None else tuple(method_names)
     specs = [methods.get(m) for m in method_names]
     out_dim = classes if loss == "cross_entropy" else 1
     X, Y = datasets.synthetic(n, in_dim, out_dim=out_dim, seed=seed)
     targets = np.argmax(Y, axis=1) if loss == "cross_entropy" else Y
-    nominal = max([w for w in widths if w is not None], default=1024)  # unit_wise's α at infinite width
+    nominal = max([w for w in widths if w is not None], default=1024)  # any width: unused at infinite width
     rows = []
     for depth in depths:
         for width in widths:
@@ -64,15 +65,20 @@ def isotropy_rows(
 def _row(net, X, targets, spec, params, lk, damping, depth, width, loss) -> dict:
     kwargs = dict(spec.example_options, loss=loss, targets=targets, damping=damping, params=params)
     row = {"method": spec.name, "depth": depth, "width": "inf" if width is None else int(width), "loss": loss}
+    empty = dict(alpha=None, theory_alpha=None, deviation=None, theory_deviation=None, isotropic=False,
+                 predicted_isotropic=False, theory_silent=False)
+    skip = _skip_reason(spec, width, loss)
+    if skip:
+        row.update(empty, failed=skip)
+        return row
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             K = method_kernels(net, X, spec.name, train_kernels=lk, **kwargs).train
         iso = isotropy(K)
         pred = predict(net, X, spec.name, lk=lk, **kwargs)
-    except ValueError as err:
-        row.update(alpha=None, theory_alpha=None, deviation=None, theory_deviation=None, isotropic=False,
-                   predicted_isotropic=False, theory_silent=False, failed=str(err))
+    except Exception as err:  # noqa: BLE001 - a defect inside a row is recorded, never dropped
+        row.update(empty, failed=str(err), error=f"{type(err).__name__}: {err}")
         return row
     row.update(
         alpha=iso.alpha,
@@ -87,6 +93,13 @@ def _row(net, X, targets, spec, params, lk, damping, depth, width, loss) -> dict
     return row
 
 
+def _skip_reason(spec, width, loss) -> str:
+    """The registry's reason why ``spec`` has no row here ("" where it must have one)."""
+    if width is None and spec.finite_width_only:
+        return spec.finite_width_only
+    return next((f"unsupported loss {loss!r}: {why}" for name, why in spec.unsupported_losses if name == loss), "")
+
+
 def _fmt(x, spec):
     """Format a number, or a right-aligned '-' of the same width for a missing one."""
     width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
@@ -96,6 +109,8 @@ def _fmt(x, spec):
 def verdict(row: dict) -> str:
     """'isotropic' / 'not isotropic' ('n/a' where the method does not apply), a flag when measurement and
     theory disagree, the failed condition."""
+    if row.get("error"):
+        return f"ERROR [{row['error']}]"
     if row["alpha"] is None:
         return f"n/a [{row['failed']}]"
     text = "isotropic" if row["isotropic"] else "not isotropic"

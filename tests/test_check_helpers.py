@@ -35,8 +35,26 @@ def test_base_helpers_fail_on_wrong_numbers():
     assert _base.check_range("x", 0.5, 0.6, 0.7, 0.65).status == "fails"
     assert _base.check_range("x", 0.65, 0.6, 0.7, 0.65, expect="breaks").status == "breaks as predicted"
     assert _base.check_below("x", float("nan"), 1.0).status == "fails"  # a non-finite measurement never passes
-    assert _base.control_close("c", 1.01, 1.0, 1e-8).failed and not _base.control_close("c", 1.0, 1.0, 1e-8).failed
-    assert _base.control_below("c", 2.0, 1.0).failed and _base.control_range("c", 2.0, 0.0, 1.0).failed
+    kind = "other_method"
+    assert _base.control_close("c", 1.01, 1.0, 1e-8, kind=kind).failed
+    assert not _base.control_close("c", 1.0, 1.0, 1e-8, kind=kind).failed
+    assert _base.control_below("c", 2.0, 1.0, kind=kind).failed
+    assert _base.control_range("c", 2.0, 0.0, 1.0, kind=kind).failed
+    with pytest.raises(ValueError, match="unknown control kind"):
+        _base.control_below("c", 2.0, 1.0, kind="reversed")
+    assert _base.unresolved("x", 0.1, -0.5, "more seeds").status == "unresolved"
+
+
+def test_audit_flags_algebraic_and_missing_controls():
+    """A control equal to −measured (reversed widths) or 2× it is a defect; so is a verdict without a control; a
+    wrong_theory control on the measured value is fine when it states a differing theory."""
+    row = _base.check_range("slope", -0.52, -0.6, -0.4, -0.5)
+    assert _base.audit([row])  # no control
+    assert _base.audit([row.with_controls(_base.control_range("rev", 0.52, -0.6, -0.4, kind="other_data"))])
+    assert _base.audit([row.with_controls(_base.control_range("2x", -1.04, -0.6, -0.4, kind="other_data"))])
+    rival = _base.control_range("rival", -0.52, -1.1, -0.9, kind="wrong_theory", wrong_theory=-1.0)
+    assert not _base.audit([row.with_controls(rival)])
+    assert not _base.audit([row.with_controls(_base.control_range("erf", 0.0377, -0.6, -0.4, kind="broken_condition"))])
 
 
 def test_isotropy_table_rows_fail_on_a_wrong_kernel(monkeypatch):
@@ -72,8 +90,8 @@ def test_one_step_check_fails_on_a_wrong_kernel(alpha):
     lr = c / alpha
     theory = one_step_theory(pred, r0, lr)
     for K, expected in ((alpha * np.eye(n), "holds"), (wrong(alpha * np.eye(n)), "fails")):
-        check = convergence.one_step_check("m", _one_step_ratio(K, r0, lr), theory, True,
-                                           _one_step_ratio(K, r0, convergence.CONTROL_LR * lr))
+        other = ("gd", _one_step_ratio(np.diag(np.linspace(0.5, 2.0, n)) * alpha, r0, lr))  # a non-isotropic kernel
+        check = convergence.one_step_check("m", _one_step_ratio(K, r0, lr), theory, True, other)
         assert check.status == expected, check
         assert all(k.failed for k in check.controls)
 
@@ -86,10 +104,10 @@ def test_one_step_check_fails_on_a_wrong_diagonal_kernel():
     pred = Prediction("m", float(d.mean()), False, diagonal=d, deviation=0.3)
     lr = 0.5 / d.max()
     theory = one_step_theory(pred, r0, lr)
-    assert convergence.one_step_check("m", _one_step_ratio(np.diag(d), r0, lr), theory, False, 0.0).status == \
-        "breaks as predicted"
+    assert convergence.one_step_check("m", _one_step_ratio(np.diag(d), r0, lr), theory, False,
+                                      ("gd", 0.0)).status == "breaks as predicted"
     assert convergence.one_step_check("m", _one_step_ratio(wrong(np.diag(d)), r0, lr), theory, False,
-                                      0.0).status == "fails"
+                                      ("gd", 0.0)).status == "fails"
 
 
 def test_band_check_fails_on_a_wrong_kernel():

@@ -337,7 +337,7 @@ def test_cli_simulate_cross_entropy_digits(capsys):
     assert abs(exact[0] - np.log(10)) < 1e-12 and abs(exact[1] - np.log(1 + 9 * np.exp(-10.0))) < 1e-10
     assert main(["simulate", "--loss", "cross_entropy", "--method", "unit_wise"]) == 2  # infinite width
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unit_wise at infinite width needs a single output" in err[0]
+    assert len(err) == 1 and "unit_wise needs a finite width" in err[0]
     assert main(["simulate", "--loss", "cross_entropy", "--time", "continuous", "--method", "exact"]) == 2
 
 

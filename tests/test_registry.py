@@ -81,8 +81,6 @@ def test_predict_answers(spec, loss):
             with pytest.raises(ValueError, match="finite width"):
                 nn.predict(net, X, spec.name, loss=loss, targets=Y, **options(spec))
             continue
-        if p is None and spec.name == "unit_wise" and (loss != "mse" or net.out_dim > 1):
-            continue  # the infinite-width unit-wise kernel needs one output (tested in test_methods)
         pred = nn.predict(net, X, spec.name, params=p, loss=loss, targets=Y, **options(spec))
         assert pred.method == spec.name and pred.status in ("isotropic", "not isotropic", "silent")
         assert pred.summary().startswith(spec.name)
@@ -121,8 +119,7 @@ def test_train_and_simulate_run(spec, loss):
         opts["samples"] = 256            # its step grows this loss 21,000-fold in 2 steps (diverged at 100×)
     runs = [nn.train(net, params, X, Y, spec.name, lr=0.05, steps=2, loss=loss, damping=1e-3, **opts),
             nn.simulate(net, X, Y, spec.name, params=params, lr=0.05, steps=2, loss=loss, damping=1e-3, **opts)]
-    infinite = not spec.finite_width_only and not (spec.name == "unit_wise" and (loss != "mse" or net.out_dim > 1))
-    if infinite:
+    if not spec.finite_width_only:
         runs.append(nn.simulate(net, X, Y, spec.name, lr=0.05, steps=2, loss=loss, damping=1e-3, **opts))
     for run in runs:
         assert isinstance(run, Trajectory) and run.method == spec.name and run.loss == loss

@@ -345,10 +345,8 @@ THEORY_SLOPE = {"relu": -0.5, "erf": -1.0}
 WIDTHS = (128, 512, 2048)
 #: (method, activation) with a recorded finding that contradicts the claim over these widths (docs/THEORY.md):
 #: expected to fail (strict: a pass would mean the finding is out of date)
-_UNIT_WISE = ("docs/THEORY.md#finding-convergence-band: unit-wise training at rho = 0 leaves the lazy regime "
-              "(near-singular unit blocks make huge parameter steps)")
-FINDINGS = {("unit_wise", "erf"): _UNIT_WISE,
-            ("kfac", "erf"): "docs/THEORY.md#finding-width-scaling: K-FAC with erf is pre-asymptotic below M ~ 8192 "
+#: (unit_wise has no infinite-width trajectory: finite_width_only, so it is not in these parametrisations)
+FINDINGS = {("kfac", "erf"): "docs/THEORY.md#finding-width-scaling: K-FAC with erf is pre-asymptotic below M ~ 8192 "
                              "(measured -0.72 over 128-2048, SE 0.07)"}
 
 

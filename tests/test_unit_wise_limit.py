@@ -1,9 +1,10 @@
-"""The unit-wise infinite-width kernel is *computed* (methods/unit_wise.py: each per-sample active fraction
-p_l(x_n) = P_{z ~ N(0, q_l(x_n))}(φ'(z) ≠ 0) by Gauss–Hermite quadrature at the NNGP variance) — here it is
-tested against the finite-width kernels it is the limit of (THEORY.md claim 4).
+"""The unit-wise kernel has no infinite-width limit (it grows like M; the method is finite_width_only): its
+leading order is theory — each per-sample active fraction p_l(x_n) = P_{z ~ N(0, q_l(x_n))}(φ'(z) ≠ 0) by
+Gauss–Hermite quadrature at the NNGP variance (``unit_wise.leading_order_fractions``, no kernel involved) — and
+is tested here against the finite-width kernels it is the limit of (THEORY.md claim 4).
 
 At width M the unit-wise kernel on the training points is diag(a_n) + I, a_n the number of hidden units with
-δ ≠ 0 at x_n. Per hidden unit, φ_M(n) = (Θ_M[n, n] − 1)/ΣM → φ_∞(n) = (Θ_∞[n, n] − 1)/ΣM. For ReLU each unit
+δ ≠ 0 at x_n. Per hidden unit, φ_M(n) = (Θ_M[n, n] − 1)/ΣM → φ_∞(n) = Σ_l M_l p_l(x_n)/ΣM. For ReLU each unit
 of the first hidden layer is active independently with probability p(x_n), so a_n/M is a binomial mean and
 err(M) = max_n |φ_M(n) − φ_∞(n)| = O(M^{-1/2}) (deeper layers: the same order, leading order in 1/M).
 
@@ -35,13 +36,13 @@ def _per_unit_fractions(K, sum_width):
 
 
 def _fractions(depth, seeds, activation="relu"):
-    """Per width: (φ_∞ (N,), φ_M per seed (S, N)) from the method's infinite- and finite-width kernels."""
+    """Per width: (φ_∞ (N,) from the quadrature theory, φ_M per seed (S, N) from the finite-width kernels)."""
     X = datasets.sphere(N, D, seed=0)
     out = []
     for M in WIDTHS:
         net = mlp(depth=depth, width=M, in_dim=D, activation=activation)
         total = M * (depth - 1)
-        limit = _per_unit_fractions(method_kernels(net, X, "unit_wise").train, total)
+        limit = unit_wise.leading_order_fractions(net, X)
         finite = np.array([_per_unit_fractions(method_kernels(net, X, "unit_wise", params=net.init(seed)).train, total)
                            for seed in seeds])
         out.append((limit, finite))
@@ -96,3 +97,16 @@ def test_smooth_activation_limit_is_exact_at_every_width():
     """erf: δ never vanishes, so the finite-width kernel is (ΣM + 1)·I at every width, exactly the limit."""
     s = _scaled_errors(_fractions(3, [0, 1], activation="erf"))
     assert np.max(s / np.sqrt(np.asarray(WIDTHS, float))[:, None]) <= 1e-12
+
+
+def test_no_infinite_width_kernel_and_depth_one_has_no_fraction():
+    """params=None is one ValueError telling to use a finite width (no kernel built from the theory formula);
+    depth 1 (no hidden unit) has no active fraction: a ValueError, not a crash."""
+    X = datasets.sphere(N, D, seed=0)
+    for depth in (1, 2):
+        with pytest.raises(ValueError, match="finite width"):
+            method_kernels(mlp(depth=depth, width=16, in_dim=D), X, "unit_wise")
+    with pytest.raises(ValueError, match="depth >= 2"):
+        unit_wise.leading_order_fractions(mlp(depth=1, width=16, in_dim=D), X)
+    K = method_kernels(mlp(depth=1, width=16, in_dim=D), X, "unit_wise", params=mlp(depth=1, width=16, in_dim=D).init(0))
+    assert np.max(np.abs(np.asarray(K.train) - np.eye(N))) <= 1e-10  # depth 1: the readout unit alone gives I

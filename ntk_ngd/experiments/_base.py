@@ -14,10 +14,15 @@ import sys
 import time
 
 
-#: The verdict of a check (issue "honest claims"): theory predicts it and the measurement agrees within a
+#: The verdict of a check (docs/THEORY.md "Verification"): theory predicts it and the measurement agrees within a
 #: tolerance fixed before the run; a named condition fails and the predicted magnitude is met; theory is silent
-#: (the number is shown, no verdict); the measurement contradicts the stated prediction.
-STATUSES = ("holds", "breaks as predicted", "unpredicted", "fails")
+#: (the number is shown, no verdict); theory predicts it but the run cannot resolve it at this profile (the
+#: number is shown with the profile that would resolve it); the measurement contradicts the stated prediction.
+STATUSES = ("holds", "breaks as predicted", "unpredicted", "unresolved", "fails")
+#: What a negative control changes (issue 19): another registered method; an input that breaks a named condition
+#: of the claim; a wrong theory value on the same measurement (``Control.theory`` states it); other data. A
+#: control whose value is a function of the measured value alone (reversed order, rescaling) is a defect.
+CONTROL_KINDS = ("other_method", "broken_condition", "wrong_theory", "other_data")
 #: "evidence" rows count as verification; "identity (sanity)" rows restate a computation through a shared
 #: formula or helper and are shown but not counted as evidence.
 KINDS = ("evidence", "identity (sanity)")
@@ -26,14 +31,27 @@ KINDS = ("evidence", "identity (sanity)")
 @dataclasses.dataclass(frozen=True)
 class Control:
     """A negative control: the same check run through the same pipeline on an input where the claim is known
-    not to hold. ``failed`` must be True (the check can fail)."""
+    not to hold. ``failed`` must be True (the check can fail). ``kind`` one of :data:`CONTROL_KINDS`;
+    ``theory`` the wrong theory value a ``wrong_theory`` control judges the measurement against."""
 
     description: str
     measured: float
     failed: bool
+    kind: str
+    theory: float | None = None
+
+    def __post_init__(self):
+        if self.kind not in CONTROL_KINDS:
+            raise ValueError(f"unknown control kind {self.kind!r}; choose one of: {', '.join(CONTROL_KINDS)}")
+        if self.theory is not None and self.kind != "wrong_theory":
+            raise ValueError("only a wrong_theory control states a (wrong) theory value")
 
     def as_dict(self) -> dict:
-        return {"description": self.description, "measured": _number(self.measured), "failed": bool(self.failed)}
+        out = {"description": self.description, "measured": _number(self.measured), "failed": bool(self.failed),
+               "kind": self.kind}
+        if self.theory is not None:
+            out["theory"] = _number(self.theory)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +172,12 @@ def unpredicted(claim: str, measured: float, note: str = "theory silent") -> Che
     return Check(claim, float(measured), note, "-", "unpredicted")
 
 
+def unresolved(claim: str, measured: float, theory: float | str, needs: str, **fields) -> Check:
+    """Theory predicts ``theory`` but the run cannot resolve it at this profile: shown with ``needs`` (what
+    profile would resolve it), no verdict; counted apart from ``unpredicted``."""
+    return Check(claim, float(measured), theory, f"unresolved: {needs}", "unresolved", **fields)
+
+
 def identity(check: Check) -> Check:
     """The same row labelled "identity (sanity)": its measured side reuses the theory side's formula or helper,
     so it is shown but not counted as evidence."""
@@ -181,13 +205,27 @@ def slope_and_se(widths, log_values, sigma) -> tuple[float, float]:
     return float(np.sum((x - x.mean()) * (y - y.mean())) / sxx), float(sigma / np.sqrt(np.shape(log_values)[1] * sxx))
 
 
-def check_slope(claim: str, widths, log_calibration, log_judged, theory: float, *, k_se: float = 3.0,
-                resolution: float | None = None, seeds=None, finding: str = "", what: str = "log D") -> Check:
+@dataclasses.dataclass(frozen=True)
+class SlopeControl:
+    """The negative control of :func:`check_slope`: a run on another input where the exponent differs
+    (``log_judged``: widths × seeds of that run, judged against the row's band), or, with ``rival``, the same
+    measurement against a wrong exponent (kind ``wrong_theory``). ``kind`` one of :data:`CONTROL_KINDS`."""
+
+    description: str
+    kind: str
+    log_judged: object = None
+    rival: float | None = None
+
+
+def check_slope(claim: str, widths, log_calibration, log_judged, theory: float, *, control: SlopeControl,
+                k_se: float = 3.0, resolution: float | None = None, needs: str = "", seeds=None, finding: str = "",
+                what: str = "log D") -> Check:
     """A log-log slope against ``theory`` with a band calibrated on other seeds: σ of the per-seed ``log_judged``
     values is estimated from ``log_calibration`` (widths × calibration seeds), the slope of the judged seeds'
     mean has SE σ/√(J·Sxx), band theory ± k_se·SE. With ``resolution``: a band wider than it cannot tell the
-    candidate exponents apart and the row is ``unpredicted`` ("unresolved"). Negative control: the same slope
-    with the widths in reverse order. ``seeds``: (calibration seeds, judged seeds), stored in ``calibration``."""
+    candidate exponents apart and the row is ``unresolved`` (``needs``: the profile that would resolve it).
+    ``control`` (:class:`SlopeControl`): the slope of another input's runs through the same band, or the
+    measurement against a rival exponent. ``seeds``: (calibration seeds, judged seeds), stored in ``calibration``."""
     import numpy as np
 
     widths = np.asarray(widths, float)
@@ -207,13 +245,18 @@ def check_slope(claim: str, widths, log_calibration, log_judged, theory: float, 
     if seeds is not None:
         calibration.update(calibration_seeds=list(seeds[0]), judged_seeds=list(seeds[1]))
     if resolution is not None and k_se * se > resolution:
-        return dataclasses.replace(
-            unpredicted(claim, slope, f"unresolved: {k_se:g} SE = {k_se * se:.2g} > {resolution:g} (theory {theory:g})"),
-            calibration=calibration)
-    reversed_slope, _ = slope_and_se(widths[::-1], log_judged, sigma)
+        return unresolved(claim, slope, theory, f"{k_se:g} SE = {k_se * se:.2g} > {resolution:g}; "
+                          + (needs or "more judged seeds or a wider width range"), calibration=calibration)
+    if control.rival is not None:
+        ctrl = Control(control.description, slope, not within(slope, control.rival - k_se * se,
+                                                              control.rival + k_se * se), "wrong_theory",
+                       control.rival)
+    else:
+        other, _ = slope_and_se(widths, control.log_judged, sigma)
+        ctrl = control_range(control.description, other, lo, hi, kind=control.kind)
     return check_range(claim, slope, lo, hi, theory, calibration=calibration, finding=finding,
                        error_model=f"Monte Carlo: {k_se:g} SE of the judged slope, sigma of {what} from calibration seeds",
-                       controls=[control_range("the same slope with the widths in reverse order", reversed_slope, lo, hi)])
+                       controls=[ctrl])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +298,13 @@ class Coverage:
         skipped = tuple((m.name, r) for m in methods.registered() if (r := reason(m)))
         return cls(family, skipped)
 
+    @classmethod
+    def of_checks(cls, family: str, checks, reasons: dict) -> "Coverage":
+        """The family as its rows cover it, the registry methods without a row skipped with their ``reasons``
+        (method → why the figure left it out; a method with neither a row nor a reason is *missing*)."""
+        covered = {m for c in checks if c.family == family for m in c.methods}
+        return cls(family, tuple((m, why) for m, why in reasons.items() if m not in covered))
+
     def skip(self, name: str, reason: str) -> "Coverage":
         """The same family with ``name`` skipped for ``reason`` (what the method itself raised on these data)."""
         return dataclasses.replace(self, skipped=self.skipped + ((name, reason),))
@@ -277,16 +327,49 @@ class Coverage:
                 "missing": [m for m in methods.names() if m not in covered and m not in skip]}
 
 
-def control_close(description: str, measured, theory, rel_tol) -> Control:
-    return Control(description, measured, not close(measured, theory, rel_tol))
+def control_close(description: str, measured, theory, rel_tol, *, kind: str, wrong_theory=None) -> Control:
+    """The row's comparison on a control input (``kind``), or, for ``kind="wrong_theory"``, the measurement
+    against ``wrong_theory`` (a value the claim excludes)."""
+    ref = theory if wrong_theory is None else wrong_theory
+    return Control(description, measured, not close(measured, ref, rel_tol), kind, wrong_theory)
 
 
-def control_below(description: str, measured, bound) -> Control:
-    return Control(description, measured, not below(measured, bound))
+def control_below(description: str, measured, bound, *, kind: str) -> Control:
+    return Control(description, measured, not below(measured, bound), kind)
 
 
-def control_range(description: str, measured, lo, hi) -> Control:
-    return Control(description, measured, not within(measured, lo, hi))
+def control_range(description: str, measured, lo, hi, *, kind: str, wrong_theory=None) -> Control:
+    return Control(description, measured, not within(measured, lo, hi), kind, wrong_theory)
+
+
+def _simple_ratio(control: float, measured: float) -> bool:
+    """control = c·measured with c a small rational (|c| = p/q, p, q ≤ 10, c ≠ 0): a sign flip or a rescaling."""
+    from fractions import Fraction
+
+    if not (math.isfinite(control) and math.isfinite(measured)) or measured == 0 or control == 0:
+        return False
+    ratio = control / measured
+    c = Fraction(ratio).limit_denominator(10)
+    return c != 0 and abs(c.numerator) <= 10 and abs(ratio - float(c)) <= 1e-9 * abs(ratio)
+
+
+def audit(checks) -> list[str]:
+    """Framework defects of a figure's rows (issue 19): an evidence verdict ("holds", "breaks as predicted") without
+    a negative control; a control of a kind other than ``wrong_theory`` whose value is the measured value times a
+    small rational (sign flip, rescaling: computable from the measurement alone); a ``wrong_theory`` control on the
+    measured value itself without a wrong theory that differs from the row's."""
+    out = []
+    for c in checks:
+        if c.kind == "evidence" and c.status in ("holds", "breaks as predicted") and not c.controls:
+            out.append(f"no negative control: {c.claim}")
+        for k in c.controls:
+            same = isinstance(k.measured, (int, float)) and k.measured == c.measured
+            if k.kind == "wrong_theory":
+                if same and (k.theory is None or k.theory == c.theory):
+                    out.append(f"wrong_theory control without a differing theory: {c.claim} / {k.description}")
+            elif _simple_ratio(float(k.measured), float(c.measured)):
+                out.append(f"control is a function of the measured value alone: {c.claim} / {k.description}")
+    return out
 
 
 @dataclasses.dataclass
@@ -302,8 +385,9 @@ class ExperimentResult:
     @property
     def passed(self) -> bool:
         """No check failed without a recorded finding (``fails`` rows with a docs/THEORY.md finding are results),
-        every control failed, and no registered method is missing from a claim family it applies to."""
-        return (all(c.status != "fails" or c.finding for c in self.checks)
+        every control failed, no framework defect (:func:`audit`), and no registered method is missing from a
+        claim family it applies to."""
+        return (all(c.status != "fails" or c.finding for c in self.checks) and not audit(self.checks)
                 and all(k.failed for c in self.checks for k in c.controls)
                 and not any(cov.as_dict(self.checks)["missing"] for cov in self.coverage))
 

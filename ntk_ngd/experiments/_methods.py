@@ -27,8 +27,14 @@ from ._base import check_close, control_close, unpredicted
 #: floating point: closed-form fixed-kernel dynamics and Gram solves, κ(Θ_G)·eps with κ ≤ 1e6 (≲ 2e-10)
 FP_TOL = 1e-8
 FP_MODEL = "floating point: kappa(Theta_G)*eps of the closed-form dynamics, kappa <= 1e6: tolerance 1e-8"
-#: negative controls rerun a step at this multiple of η
+#: negative controls rerun a step at this multiple of η (kept for the trajectory controls of convergence)
 CONTROL_LR = 0.9
+
+
+def control_method(name: str) -> str:
+    """The method whose run is the negative control of ``name``'s isotropy-based rows: gd (Θ/N, not isotropic:
+    the claim's condition broken by another method), or exact NGD for gd itself."""
+    return "exact" if name == "gd" else "gd"
 
 
 def options(spec) -> dict:
@@ -69,16 +75,29 @@ def one_step_theory(pred, residual, lr) -> tuple[float, str] | None:
     return None
 
 
-def one_step_check(label: str, ratio: float, theory, isotropic: bool, control_ratio: float):
+def one_step_check(label: str, ratio: float, theory, isotropic: bool, control: tuple[str, float]):
     """The one-step family's row: ``theory`` = (value, formula) from :func:`._methods.one_step_theory` or None
-    (silent); ``control_ratio`` the same method's ratio at CONTROL_LR·η, judged against the same theory."""
+    (silent); ``control`` = (method, its ratio at the same η): :func:`control_method`'s run, whose kernel is
+    another matrix, judged against the same theory (kind ``other_method``)."""
     if theory is None:
         return unpredicted(f"{label}", ratio)
     value, what = theory
+    other, other_ratio = control
     return check_close(f"{label} = {what}", ratio, value, FP_TOL, error_model=FP_MODEL,
                        expect="holds" if isotropic else "breaks",
-                       controls=[control_close(f"the same method run at {CONTROL_LR:g} eta", control_ratio, value,
-                                               FP_TOL)])
+                       controls=[control_close(f"{other}'s ratio at the same eta against this theory", other_ratio,
+                                               value, FP_TOL, kind="other_method")])
+
+
+def farthest_linearisation(curves: dict, name: str, steps: int) -> str:
+    """The method (≠ ``name``) whose linearised loss curve is farthest from ``name``'s own (``log_deviation``; finite
+    curves first): the lazy-band control compares ``name``'s trained run with it. Chosen from the linearised
+    predictions alone, before the trained run is looked at; a control that still passes means the band cannot
+    tell the methods' predictions apart."""
+    dist = {m: log_deviation(c, curves[name], steps) for m, c in curves.items() if m != name}
+    finite = {m: d for m, d in dist.items() if np.isfinite(d)}
+    pool = finite or dist
+    return max(pool, key=pool.get)
 
 
 def log_deviation(loss, reference, steps: int) -> float:
@@ -90,5 +109,5 @@ def log_deviation(loss, reference, steps: int) -> float:
     return float(np.max(d)) if np.all(np.isfinite(d)) else float("inf")
 
 
-__all__ = ["CONTROL_LR", "FP_MODEL", "FP_TOL", "kernel_and_prediction", "log_deviation", "one_step_check",
+__all__ = ["CONTROL_LR", "control_method", "farthest_linearisation", "FP_MODEL", "FP_TOL", "kernel_and_prediction", "log_deviation", "one_step_check",
            "one_step_theory", "options", "step_size"]

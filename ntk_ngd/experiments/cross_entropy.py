@@ -28,8 +28,8 @@ from ..function_space import method_kernels
 from ..training import train
 from ..networks import mlp
 from . import _ce_methods
-from ._base import (ExperimentResult, check_below, check_close, check_slope, control_below, control_close, progress,
-                    single_thread_blas, unpredicted)
+from ._base import (ExperimentResult, SlopeControl, check_below, check_close, check_slope, control_below,
+                    control_close, progress, single_thread_blas, unpredicted)
 
 PROFILES = {
     "tiny": {"n": 10, "n_test": 20, "classes": 10, "depth": 3, "width": 128, "steps": 4,
@@ -154,16 +154,19 @@ def _run(config, out_dir):
                         np.max(np.abs(_center(closed))))
     checks.append(check_below("exact NGD logits (infinite width, lax.scan of the Gram form) == closed form "
                               "f_y += eta/p_y per step (mod 1), max rel. error", err, 1e-8, error_model=FP.format(1e-8),
-                              controls=[control_below("against the closed form at 0.9 eta", err_control, 1e-8)])
+                              controls=[control_below("against the closed form at 0.9 eta", err_control, 1e-8,
+                                                      kind="wrong_theory")])
                   .about("exact NGD closed form (softmax)", "exact"))
     for m, a in {"exact": 1.0, "block_diag": float(depth), "kfac": float(n * (depth - 1) + 1)}.items():
         checks.append(check_close(f"{m}: alpha of R Theta_G R^T at f = 0 (infinite width) == {a:g}", inf[m].alpha, a,
                                   1e-8, error_model=FP.format(1e-8),
-                                  controls=[control_close("gd's alpha", inf["gd"].alpha, a, 1e-8)])
+                                  controls=[control_close("gd's alpha", inf["gd"].alpha, a, 1e-8,
+                                                          kind="other_method")])
                       .about("whitened alpha at f = 0", m))
     checks.append(check_below("kfac: deviation from isotropy at f = 0 (every Lambda_n equal)", inf["kfac"].deviation,
                               1e-8, error_model=FP.format(1e-8),
-                              controls=[control_below("gd's deviation", inf["gd"].deviation, 1e-8)])
+                              controls=[control_below("gd's deviation", inf["gd"].deviation, 1e-8,
+                                                      kind="other_method")])
                   .about("whitened alpha at f = 0", "kfac"))
     bd_gap = float(np.max(np.abs(inf["block_diag"].train_pred - inf["exact"].train_pred)))
     kf_gap = float(np.max(np.abs(inf["kfac"].train_pred - inf["exact"].train_pred)))
@@ -171,7 +174,7 @@ def _run(config, out_dir):
     checks.append(check_below("block_diag at lr = 1/L follows exact NGD on the training points (max |logit diff|)",
                               bd_gap, 1e-8 * scale, error_model=FP.format(1e-8) + " x max(1, max|logit|)",
                               controls=[control_below("kfac (isotropic only at f = 0) against exact NGD", kf_gap,
-                                                      1e-8 * scale)]).about("block_diag follows exact NGD", "block_diag"))
+                                                      1e-8 * scale, kind="other_method")]).about("block_diag follows exact NGD", "block_diag"))
     if "ef" in inf:  # measured, not derived: shown without a verdict
         checks.append(unpredicted("ef: first step at which the infinite-width loss exceeds 1e6 x its initial value "
                                   "(-1: never; THEORY: overshoots once l_n < eta)",
@@ -206,11 +209,13 @@ def _run(config, out_dir):
                               controls=[control_below("exact NGD's deviation along its trajectory against the kfac "
                                                       "readout term", float(np.max(np.abs(kd0 - kt[1:len(kd0) + 1])
                                                                                   / kt[1:len(kd0) + 1])),
-                                                      KFAC_READOUT_TOL)]).about("kfac readout anisotropy", "kfac"))
+                                                      KFAC_READOUT_TOL, kind="other_method")])
+                  .about("kfac readout anisotropy", "kfac"))
     checks.append(check_below("exact and block_diag stay isotropic along their trajectories (max deviation)",
                               max(max(iso["exact"]["measured"]), max(iso["block_diag"]["measured"])), 1e-8,
                               error_model=FP.format(1e-8),
-                              controls=[control_below("kfac along its trajectory", max(iso["kfac"]["measured"]), 1e-8)])
+                              controls=[control_below("kfac along its trajectory", max(iso["kfac"]["measured"]), 1e-8,
+                                                      kind="other_method")])
                   .about("isotropy along the trajectory", "exact", "block_diag"))
 
     data["kfac_deviation_max_rel_error"] = kerr
@@ -231,7 +236,9 @@ def _run(config, out_dir):
                         "max_t ||Pi(f_M - f_inf)||/||Pi f_inf|| vs width (theory -1/2, ReLU, lazy regime)",
                         config["widths"], logdev[:, :ncal], logdev[:, ncal:], -0.5, resolution=RESOLUTION,
                         seeds=(config["calibration_seeds"], config["seeds"]), what="log deviation",
-                        finding="finding-softmax-width")
+                        finding="finding-softmax-width",
+                        control=SlopeControl("against the rival exponent -1 (an isotropic kernel's)", "wrong_theory",
+                                             rival=-1.0))
     checks.append(slope.about("softmax width scaling", "exact"))
     data["width_scaling"] = {"exact": {"widths": config["widths"], "log_deviation": logdev, "slope": slope.measured,
                                        "judged_seeds": config["seeds"], "status": slope.status}}

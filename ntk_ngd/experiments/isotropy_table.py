@@ -64,6 +64,11 @@ def method_checks(rows, tol: float = TOL) -> list[Check]:
     by_key = {(r["method"], key(r)): r for r in rows if r["alpha"] is not None}
     checks = []
     for spec in COVERAGE.applies():
+        errors = [r for r in rows if r["method"] == spec.name and r.get("error")]
+        if errors:  # a defect inside the check: a failing row, never a dropped one
+            checks.append(Check(f"{spec.name}: the method raised on the {_where(errors)} ({errors[0]['error']})",
+                                float("nan"), "a kernel and a verdict on every row", "-", "fails",
+                                "the method must answer on every row it applies to").about("isotropy", spec.name))
         own = [r for r in rows if r["method"] == spec.name and r["alpha"] is not None]
         if not own:
             continue
@@ -79,11 +84,12 @@ def method_checks(rows, tol: float = TOL) -> list[Check]:
                 alpha_err, tol, error_model=ERROR_MODEL,
                 controls=[control_below("gd's kernel on the same rows vs this method's theory alpha",
                                         max(abs(g["alpha"] - r["theory_alpha"]) / abs(r["theory_alpha"])
-                                            for r, g in gd), tol)] if gd else ()).about("isotropy", m))
+                                            for r, g in gd), tol, kind="other_method")] if gd else ()).about("isotropy", m))
             checks.append(check_below(
                 f"{m}: max deviation ||K - alpha I||/||alpha I|| over the {_where(iso)} predicted isotropic",
                 max(r["deviation"] for r in iso), tol, error_model=ERROR_MODEL,
-                controls=[control_below("gd's kernel on the same rows", max(g["deviation"] for _, g in gd), tol)]
+                controls=[control_below("gd's kernel on the same rows", max(g["deviation"] for _, g in gd), tol,
+                                        kind="other_method")]
                 if gd else ()).about("isotropy", m))
         if brk:
             ex = [(r, by_key[("exact", key(r))]) for r in brk if ("exact", key(r)) in by_key]
@@ -93,7 +99,7 @@ def method_checks(rows, tol: float = TOL) -> list[Check]:
                 min(r["deviation"] for r in brk), tol, float("inf"), f"> {tol:g} (not isotropic)",
                 error_model=ERROR_MODEL, expect="breaks",
                 controls=[control_range("exact NGD's kernel on the same rows", min(e["deviation"] for _, e in ex),
-                                        tol, float("inf"))] if ex else ()).about("isotropy", m))
+                                        tol, float("inf"), kind="other_method")] if ex else ()).about("isotropy", m))
             dev = [r for r in brk if r.get("theory_deviation") is not None]
             if dev:
                 err = max(abs(r["deviation"] - r["theory_deviation"]) / max(r["theory_deviation"], 1.0) for r in dev)
@@ -104,7 +110,7 @@ def method_checks(rows, tol: float = TOL) -> list[Check]:
                     controls=[control_below("exact NGD's deviation vs this method's predicted deviation",
                                             max(abs(e["deviation"] - r["theory_deviation"]) / max(r["theory_deviation"],
                                                                                                   1.0) for r, e in exd),
-                                            tol)] if exd else ()).about("isotropy", m))
+                                            tol, kind="other_method")] if exd else ()).about("isotropy", m))
         if silent:
             note = next((r["failed"] for r in silent if r["failed"]), "theory silent")
             checks.append(unpredicted(f"{m}: max deviation over the {_where(silent)} where theory is silent",

@@ -145,36 +145,40 @@ def _checks(raw, broken, full, forster, n, depth, base, config, nets):
             check_below("D+1 < N: max |diag(K) - (N(L-2)+1+N*leverage)| / prediction (leverage from a QR of X~)",
                         max(r["diag_rel_error"] for r in broken), DIAG_TOL, error_model=fp(DIAG_TOL), expect="breaks",
                         controls=[control_below("the same diagonal against the full-rank theory N(L-1)+1",
-                                                iso_diag_err, DIAG_TOL)]).about("leverage-score diagonal", "kfac"),
+                                                iso_diag_err, DIAG_TOL, kind="wrong_theory")]).about("leverage-score diagonal", "kfac"),
             check_below("D+1 < N: max |deviation - deviation predicted from leverage scores| (both relative to alpha)",
                         max(abs(r["deviation"] - r["predicted_deviation"]) for r in broken), ISO_TOL,
                         error_model=fp(ISO_TOL), expect="breaks",
                         controls=[control_below("the measured deviation against the full-rank theory (0)",
-                                                max(r["deviation"] for r in broken), ISO_TOL)])
+                                                max(r["deviation"] for r in broken), ISO_TOL,
+                                                kind="wrong_theory")])
             .about("leverage-score diagonal", "kfac"),
             check_range("D+1 < N: min deviation ||K - alpha I||/||alpha I|| (diagonal but NOT isotropic: above the "
                         "isotropy tolerance)", min(r["deviation"] for r in broken), ISO_TOL, math.inf,
                         "> 1e-8 (leverage spread)", error_model=fp(ISO_TOL), expect="breaks",
                         controls=[control_range("the D+1 >= N records", max(r["deviation"] for r in full), ISO_TOL,
-                                                math.inf)] if full else ()).about("isotropy vs input rank", "kfac"),
+                                                math.inf, kind="other_data")] if full else ()).about("isotropy vs input rank", "kfac"),
         ]
     net0 = nets[int(config["in_dims"][0])][0]
     X0 = datasets.sphere(n, int(config["in_dims"][0]), int(config["seeds"][0]))
     gd = isotropy(np.asarray(preconditioned_kernel(net0, X0, "gd")))
     checks.append(check_below("max off-diagonal ||K - diag K||_F/||alpha I||_F, raw inputs, every D",
                               max(r["off_diagonal"] for r in raw), OFF_DIAG_TOL, error_model=fp(OFF_DIAG_TOL),
-                              controls=[control_below("gd's kernel on the first D", gd.off_diagonal, OFF_DIAG_TOL)])
+                              controls=[control_below("gd's kernel on the first D", gd.off_diagonal, OFF_DIAG_TOL,
+                                                      kind="other_method")])
                   .about("K-FAC kernel diagonal", "kfac"))
     if full:
         checks += [
             check_below("D+1 >= N: max deviation ||K - alpha I||/||alpha I|| (isotropic)",
                         max(r["deviation"] for r in full), ISO_TOL, error_model=fp(ISO_TOL),
-                        controls=[control_below("the D+1 < N records", min(r["deviation"] for r in broken), ISO_TOL)]
+                        controls=[control_below("the D+1 < N records", min(r["deviation"] for r in broken), ISO_TOL,
+                                                kind="broken_condition")]
                         if broken else ()).about("isotropy vs input rank", "kfac"),
             check_below(f"D+1 >= N: max |alpha - (N(L-1)+1)| / (N(L-1)+1), N(L-1)+1 = {iso_alpha}",
                         max(abs(r["alpha"] - iso_alpha) / iso_alpha for r in full), DIAG_TOL, error_model=fp(DIAG_TOL),
                         controls=[control_below("the D+1 < N records", max(abs(r["alpha"] - iso_alpha) / iso_alpha
-                                                                         for r in broken), DIAG_TOL)]
+                                                                         for r in broken), DIAG_TOL,
+                                                kind="broken_condition")]
                         if broken else ()).about("isotropy vs input rank", "kfac"),
         ]
     if forster:
@@ -184,7 +188,7 @@ def _checks(raw, broken, full, forster, n, depth, base, config, nets):
                         f"N/(D+1) >= {config.get('forster_min_ratio', 1.0):g}",
                         max(r["deviation"] for r in forster), ISO_TOL, error_model=fp(ISO_TOL),
                         controls=[control_below("the raw inputs at the same D", max(r["deviation"] for r in raw_same),
-                                                ISO_TOL)] if raw_same else ()).about("Forster repair", "kfac"),
+                                                ISO_TOL, kind="broken_condition")] if raw_same else ()).about("Forster repair", "kfac"),
             identity(check_below("Forster: max |alpha - (N(L-2)+1+(D+1))| / (N(L-2)+1+(D+1)) (the first layer's "
                                  "projector has trace rank [X, 1] = D+1 for any inputs)",
                                  max(abs(r["alpha"] - (base + r["in_dim"] + 1)) / (base + r["in_dim"] + 1)

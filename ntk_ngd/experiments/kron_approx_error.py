@@ -45,7 +45,17 @@ FITS = ("kfac", "kpsvd1", "kpsvd2", "kpsvd3", "ekfac", "diag")
 #: (method, options) whose kernels panel (c) measures.
 KERNELS = (("kfac", {}), ("kpsvd", {"rank": 1}), ("kpsvd", {"rank": 2}), ("kpsvd", {"rank": 3}), ("ekfac", {}),
            ("diag", {}))
-SLACK = 1e-7
+
+
+def slack(n: int, outputs: int = 1) -> float:
+    """Error model of a Gram-form fit error (issue 19; derived after the measured 4.7–6.2e-8 were known, but a
+    worst-case bound, not fitted to them): err = √(δ/||F||²) with δ = ||F||² − captured. Both are computed from
+    the *same* rounded Grams (their rounding is common to both and cancels for an exactly fitted block, the
+    assumption of this model): ||F||² a sum of m = (N·C)² non-negative terms, captured the squared singular
+    values of an (N·C)-sized factorisation, backward stable; each carries a relative error ≤ γ_m ≈ m·eps, so
+    |δ| ≤ 2m·eps·||F||² and err ≤ √(2m·eps) = N·C·√(2 eps): 3.4e-7 at the quick profile's N = 16 (the old
+    SLACK = 1e-7 was a round number above the measurements). A difference of two errors is bounded by the larger."""
+    return float(outputs * n * np.sqrt(2 * np.finfo(float).eps))
 
 
 def _label(method, opts):
@@ -100,7 +110,7 @@ def run(config: dict, out_dir) -> ExperimentResult:
     net = mlp(depth=config["depth"], width=config["width"], in_dim=X.shape[1])
     iso = {"finite": _isotropy_rows(net, X, net.init(seed)), "infinite": _isotropy_rows(net, X, None)}
 
-    checks = _checks(sweep, gram_small, dense_small, iso)
+    checks = _checks(sweep, gram_small, dense_small, iso, slack(config["n"]))
     fig = _plot(sweep, iso, config, n)
     data = {"errors": {f"L={d},M={'inf' if w is None else w}": e for (d, w), e in sweep.items()},
             "dense_check": {"gram": gram_small, "dense": dense_small, "width": config["dense_width"], "depth": 3},
@@ -115,13 +125,13 @@ def run(config: dict, out_dir) -> ExperimentResult:
     return ExperimentResult("kron_approx_error", png, js, checks, summary, 0.0)
 
 
-def _checks(sweep, gram_small, dense_small, iso):
+def _checks(sweep, gram_small, dense_small, iso, SLACK):  # noqa: N803 - the band of :func:`slack`
     """The orderings are theorems about exact errors; the Gram-form errors subtract ||F||² − captured, which
-    leaves √eps·||F||² ≈ 1e-8 on blocks fitted exactly, hence SLACK. Controls: each ordering reversed (it must
+    leaves a rounding floor on blocks fitted exactly, bounded by ``SLACK`` (:func:`slack`). Controls: each ordering reversed (it must
     fail on the blocks where the fits differ), the Gram-form errors against the dense errors of another fit,
     the measured deviations against another method's prediction."""
     blocks = [e for errs in sweep.values() for e in errs]
-    model = f"floating point: sqrt(eps) of ||F||^2 - captured on exactly fitted blocks: slack {SLACK:g}"
+    model = f"floating point: sqrt(2 m eps), m = (N C)^2 summed terms of ||F||^2 - captured: slack {SLACK:.2g}"
     worst_kpsvd_vs_kfac = max(e["kpsvd1"] - e["kfac"] for e in blocks)
     worst_rank = max(max(e["kpsvd2"] - e["kpsvd1"], e["kpsvd3"] - e["kpsvd2"]) for e in blocks)
     worst_ekfac = max(e["ekfac"] - e["kfac"] for e in blocks)
@@ -132,7 +142,8 @@ def _checks(sweep, gram_small, dense_small, iso):
         check_below(f"max over {len(blocks)} blocks of err(KPSVD rank 1) - err(K-FAC) (Eckart-Young)",
                     worst_kpsvd_vs_kfac, SLACK, theory="<= 0", error_model=model,
                     controls=[control_below("reversed: max of err(K-FAC) - err(KPSVD rank 1)",
-                                            max(e["kfac"] - e["kpsvd1"] for e in blocks), SLACK)])
+                                            max(e["kfac"] - e["kpsvd1"] for e in blocks), SLACK,
+                                            kind="other_method")])
         .about("Frobenius error ordering", "kpsvd", "kfac"),
         identity(check_below("max over blocks of err(KPSVD rank k+1) - err(rank k), k = 1, 2 (err_k = ||F||^2 - sum "
                              "sigma_i^2: non-increasing by construction)", worst_rank, SLACK, theory="<= 0"))
@@ -140,11 +151,13 @@ def _checks(sweep, gram_small, dense_small, iso):
         check_below("max over blocks of err(EKFAC) - err(K-FAC) (optimal diagonal in the same basis)",
                     worst_ekfac, SLACK, theory="<= 0", error_model=model,
                     controls=[control_below("reversed: max of err(K-FAC) - err(EKFAC)",
-                                            max(e["kfac"] - e["ekfac"] for e in blocks), SLACK)])
+                                            max(e["kfac"] - e["ekfac"] for e in blocks), SLACK,
+                                            kind="other_method")])
         .about("Frobenius error ordering", "ekfac", "kfac"),
         check_below("max |Gram-form error - explicit P x P fit error| on a small net (6 fits x 3 layers)",
                     dense_gap, SLACK, error_model=model,
-                    controls=[control_below("each Gram-form error against the next fit's dense error", shifted, SLACK)])
+                    controls=[control_below("each Gram-form error against the next fit's dense error", shifted, SLACK,
+                                            kind="other_method")])
         .about("Gram-form errors = dense fits", "kfac", "kpsvd", "ekfac", "diag"),
     ]
     for width, rows in iso.items():
@@ -159,7 +172,8 @@ def _checks(sweep, gram_small, dense_small, iso):
                                           error_model="floating point: kappa*eps of the kernels, tolerance 1e-8",
                                           controls=[control_below(f"{'kpsvd1' if label == 'kfac' else 'kfac'}'s "
                                                                   "measured deviation against this prediction",
-                                                                  abs(o["deviation"] - r["theory_deviation"]), 1e-8)]
+                                                                  abs(o["deviation"] - r["theory_deviation"]), 1e-8,
+                                                                  kind="other_method")]
                                           if o is not None else ())
                               .about("predicted isotropy deviation", label.rstrip("0123456789")))
             if label in ("ekfac", "diag"):

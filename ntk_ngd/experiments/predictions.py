@@ -17,7 +17,7 @@ loss ratio at η = 1/α is checked against its prediction (zero where isotropic,
 where the theory gives one, shown where it is silent); its converged test prediction against the formula
 above where THEORY.md gives one (the S⁺ formula only for an invertible pattern), and is shown (difference
 from exact NGD's) where it gives none. Error model: floating point (κ·eps of the solves, tolerance 1e-8).
-Controls: one step at 0.9/α; the other methods' test predictions against each formula; gd's gap with r_0.
+Controls: gd's one step at the same η (exact NGD's for gd); the other methods' test predictions against each formula; gd's gap with r_0.
 
 Panels per data set (rows): (a) train loss vs step, (b) test prediction of each method vs exact
 NGD's, (c) ||f_test(method) − f_test(exact)|| / ||f_test(exact)||, (d) test MSE.
@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import datasets, plotting
+from .. import datasets, methods, plotting
 from ..dynamics import simulate
 from ..kernels import layer_kernels
 from ..methods import banded_pattern, tridiagonal_pattern
 from ..networks import mlp
 from ._base import (Coverage, ExperimentResult, check_below, control_below, infinite_width_reason,
                     progress as _progress, single_thread_blas as _single_thread_blas, unpredicted)
-from ._methods import CONTROL_LR, kernel_and_prediction, one_step_check, one_step_theory, options, step_size
+from ._methods import control_method, kernel_and_prediction, one_step_check, one_step_theory, options, step_size
 
 PROFILES = {
     "tiny": {"depth": 4, "fraction": 0.5, "steps": 30, "seed": 0,
@@ -132,11 +132,14 @@ def _run(config, out_dir):
                     test_coverage = test_coverage.skip(m, f"the method raises at infinite width: {err}")
                 curve, test = simulate(net, X, Y, m, lr=lr, steps=config["steps"], **opts), None
             lr1 = lr / c  # c = 1: one step at 1/alpha for an isotropic kernel
-            one, short = (simulate(net, X, Y, m, lr=f * lr1, steps=1, X_test=test, **opts) for f in (1.0, CONTROL_LR))
+            one = simulate(net, X, Y, m, lr=lr1, steps=1, X_test=test, **opts)
+            other = methods.get(control_method(m))
+            short = simulate(net, X, Y, other.name, lr=lr1, steps=1, **options(other))
             ratio = float(one.train_loss[1] / one.train_loss[0])
             checks.append(one_step_check(f"{kind}: {m} train loss ratio after 1 step at eta = {rule.split('*', 1)[-1]}",
                                          ratio, one_step_theory(pred, -Y, lr1), pred.isotropic,
-                                         float(short.train_loss[1] / short.train_loss[0])).about(ONE_STEP.family, m))
+                                         (other.name, float(short.train_loss[1] / short.train_loss[0])))
+                          .about(ONE_STEP.family, m))
             if test is None:
                 continue
             runs[m] = curve
@@ -169,7 +172,8 @@ def _run(config, out_dir):
             checks.append(check_below(f"{kind}: {m} converged test prediction == {formula}, max rel. error "
                                       f"(||f - f_exact||/||f_exact|| = {rel:.3g})", err, TOL, error_model=FP_MODEL,
                                       controls=[control_below("the other methods' test predictions against this formula "
-                                                              "(the largest error)", control, TOL)]).about(COVERAGE.family, m))
+                                                              "(the largest error)", control, TOL,
+                                                              kind="other_method")]).about(COVERAGE.family, m))
         if "gd" in runs:
             gd = runs["gd"]
             r_T, r_0 = gd.train_pred[-1] - Y, gd.train_pred[0] - Y
@@ -178,7 +182,7 @@ def _run(config, out_dir):
             err0 = np.linalg.norm(gd_diff - theta_test @ np.linalg.solve(theta, r_0)) / np.linalg.norm(f_exact)
             checks.append(check_below(f"{kind}: gd after {config['steps']} steps: f_test - f_exact == Theta(x',X) Theta^-1 "
                                       "r_T, ||error|| / ||f_exact||", err, TOL, error_model=FP_MODEL,
-                                      controls=[control_below("with the initial residual r_0 instead of r_T", err0, TOL)])
+                                      controls=[control_below("with the initial residual r_0 instead of r_T", err0, TOL, kind="wrong_theory")])
                           .about("gd's test gap to exact NGD", "gd"))
         d["exact_test_pred"] = f_exact[:, 0]
         d["y_test"] = Y_test[:, 0]

@@ -7,7 +7,7 @@ import sys
 import time
 
 from . import EXPERIMENTS, PROFILES, available, load
-from ._base import ExperimentResult
+from ._base import ExperimentResult, audit
 
 
 def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log=print,
@@ -26,6 +26,8 @@ def run_experiments(names, profile: str = "quick", out_dir: str = "figures", log
         result.wall_time = time.perf_counter() - start
         _record_checks(result, profile)
         counts = _status_counts(result.checks)
+        for defect in audit(result.checks):
+            log(f"  DEFECT {name}: {defect}")
         verdict = "ok" if result.passed else "FAIL"
         log(f"[{verdict}] {name:<18} {result.wall_time:7.1f} s  {counts}  {result.summary}")
         if progress is not None:
@@ -48,6 +50,7 @@ def _record_checks(result: ExperimentResult, profile: str) -> None:
         record = json.load(fh)
     record["checks"] = [c.as_dict() for c in result.checks]
     record["method_coverage"] = [cov.as_dict(result.checks) for cov in result.coverage]
+    record["defects"] = audit(result.checks)
     record["passed"] = result.passed
     record["profile"] = profile
     record["wall_time_s"] = result.wall_time
@@ -59,9 +62,14 @@ def _record_checks(result: ExperimentResult, profile: str) -> None:
 def _status_counts(checks) -> str:
     from ._base import STATUSES
 
-    statuses = [c.status if hasattr(c, "status") else c.get("status", "holds" if c["passed"] else "fails")
-                for c in checks]
-    return ", ".join(f"{statuses.count(s)} {s}" for s in STATUSES if statuses.count(s))
+    def status(c):
+        kind = c.kind if hasattr(c, "kind") else c.get("kind", "evidence")
+        if kind != "evidence":
+            return "identity"
+        return c.status if hasattr(c, "status") else c.get("status", "holds" if c["passed"] else "fails")
+
+    statuses = [status(c) for c in checks]
+    return ", ".join(f"{statuses.count(s)} {s}" for s in (*STATUSES, "identity") if statuses.count(s))
 
 
 def _records(out_dir: str) -> list[dict]:
@@ -92,7 +100,7 @@ def _status_of(c: dict) -> str:
 
 def report_markdown(out_dir: str, total_time: float) -> str:
     """REPORT.md from the figure JSONs present in ``out_dir`` (so `--only` runs keep it complete)."""
-    from ._base import STATUSES
+    from ._base import CONTROL_KINDS, STATUSES
 
     records = _records(out_dir)
     checks = [c for r in records for c in r["checks"]]
@@ -100,22 +108,28 @@ def report_markdown(out_dir: str, total_time: float) -> str:
     counts = ", ".join(f"**{sum(_status_of(c) == s for c in evidence)} {s}**" for s in STATUSES)
     identities = len(checks) - len(evidence)
     controls = [k for c in checks for k in c.get("controls", [])]
+    by_kind = ", ".join(f"{sum(k.get('kind') == kind for k in controls)} {kind}" for kind in CONTROL_KINDS)
+    unlabelled = sum(k.get("kind") not in CONTROL_KINDS for k in controls)
     lines = [
         "# ntk-ngd figure report",
         "",
-        f"{len(records)} figures, {len(evidence)} claims: {counts}"
-        + (f"; plus {identities} identity (sanity) rows, not counted as evidence" if identities else "")
-        + f". {len(controls)} negative controls, {sum(k['failed'] for k in controls)} of them failed as they must. "
+        f"{len(records)} figures, {len(evidence)} claims: {counts}, **{identities} identity** (sanity rows, not "
+        f"counted as evidence). {len(controls)} negative controls ({by_kind}"
+        + (f", {unlabelled} without a kind" if unlabelled else "")
+        + f"), {sum(k['failed'] for k in controls)} of them failed as they must. "
         f"The figures took {sum(r.get('wall_time_s') or 0 for r in records):.0f} s together (wall time per figure below; "
         f"the last `ntk-ngd figures` call took {total_time:.0f} s).",
         "",
         "Every row is a claim of docs/THEORY.md checked numerically: the measured number, the theoretical one "
         "(derived independently of the code that measures), the tolerance and the error model that fixed it "
         "before the run, and the status: *holds* (theory predicts it, measured agrees), *breaks as predicted* "
-        "(a named condition fails and the predicted magnitude is met), *unpredicted* (theory is silent: the number "
-        "is shown, no verdict), *fails* (the measurement contradicts the prediction: a finding recorded in "
-        "docs/THEORY.md, linked). Negative controls run the same check on an input where the claim does not hold; "
-        "each must fail. The numbers behind each figure, its configuration and the software versions are in its "
+        "(a named condition fails and the predicted magnitude is met), *unpredicted* (docs/THEORY.md says nothing: "
+        "the number is shown, no verdict), *unresolved* (theory predicts it but this profile cannot resolve it: the "
+        "tolerance says what would), *fails* (the measurement contradicts the prediction: a finding recorded in "
+        "docs/THEORY.md, linked); *identity* rows restate a computation through a shared formula. Negative "
+        "controls run the same check on an input where the claim does not hold, each of a stated kind (another "
+        "method, a broken condition, a wrong theory, other data); each must fail. The rules: docs/THEORY.md "
+        "\"Verification\". The numbers behind each figure, its configuration and the software versions are in its "
         "JSON file.",
         "",
     ]
@@ -131,6 +145,8 @@ def report_markdown(out_dir: str, total_time: float) -> str:
                          + missing)
         if r.get("method_coverage"):
             lines.append("")
+        if r.get("defects"):
+            lines += [f"**Framework defects** (docs/THEORY.md \"Verification\"): " + "; ".join(r["defects"]), ""]
         lines += ["| claim | measured | theory | tolerance | status | error model | controls |",
                   "|---|---|---|---|---|---|---|"]
         for c in r["checks"]:
@@ -139,7 +155,8 @@ def report_markdown(out_dir: str, total_time: float) -> str:
                 status += " (identity)"
             if c.get("finding"):
                 status += f" ([finding](../docs/THEORY.md#{c['finding']}))"
-            ctrl = "; ".join(f"{k['description']}: {_number(k['measured'])} ({'fails' if k['failed'] else 'PASSES'})"
+            ctrl = "; ".join(f"[{k.get('kind', '?')}] {k['description']}: {_number(k['measured'])} "
+                             f"({'fails' if k['failed'] else 'PASSES'})"
                              for k in c.get("controls", [])) or "-"
             cells = (c["claim"], _number(c["measured"]), _number(c["theory"]), c["tolerance"], status,
                      c.get("error_model") or "-", ctrl)

@@ -25,10 +25,11 @@ seeds with a standard deviation σ pooled over widths from the *calibration* see
 mean of log D over the *judged* seeds (disjoint) has standard error SE = σ/√(J·Sxx) (J judged seeds,
 Sxx = Σ(log M − mean)²), and the band is p ± 3·SE. Both seed sets and σ are stored in each row's
 ``calibration``. A row is judged only where the band resolves the two candidate exponents, 3·SE ≤ 1/4 (half
-the gap between −1/2 and −1); a wider band cannot tell M^{-1/2} from M^{-1} and the row is ``unpredicted``
-("unresolved") with its number. No pre-asymptotic allowance: a resolved slope outside the band is a
-``fails`` row with its number (docs/THEORY.md finding). Control: the same slope check with the widths in
-reverse order (slope ≈ −measured, at least 2·|p| ≥ 1 from p).
+the gap between −1/2 and −1); a wider band cannot tell M^{-1/2} from M^{-1} and the row is ``unresolved``
+with its number and the profile that would resolve it. No pre-asymptotic allowance: a resolved slope outside the
+band is a ``fails`` row with its number (docs/THEORY.md finding). Control: the judged runs of the same method with
+the other activation where their predicted exponent differs (a broken condition), else exact NGD's run with the
+other exponent (another method), through the same band.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from .. import datasets, plotting
 from ..dynamics import simulate
 from ..networks import mlp
 from ..training import train
-from ._base import Coverage, ExperimentResult, check_slope, infinite_width_reason, progress
+from ._base import Coverage, ExperimentResult, SlopeControl, check_slope, infinite_width_reason, progress
 from ._methods import kernel_and_prediction, options, step_size
 
 PROFILES = {
@@ -109,12 +110,16 @@ def run(config: dict, out_dir) -> ExperimentResult:
         raise ValueError("width_scaling: calibration and judged seeds must be disjoint")
     checks, data = [], {"widths": widths, "calibration_seeds": cal_seeds, "seeds": seeds}
     jobs = [(act, spec) for act in config["activations"] for spec in COVERAGE.applies()]
-    for act, spec in progress(jobs, desc="width_scaling"):
-        all_devs, lr, rule, p = _log_devs(spec, act, config, X, Y, cal_seeds + seeds)
+    runs = {(act, spec.name): _log_devs(spec, act, config, X, Y, cal_seeds + seeds)
+            for act, spec in progress(jobs, desc="width_scaling")}
+    for act, spec in jobs:
+        all_devs, lr, rule, p = runs[(act, spec.name)]
         cal, judged = all_devs[:, :len(cal_seeds)], all_devs[:, len(cal_seeds):]
         check = check_slope(f"{act}, {spec.name}: log-log slope of D(M) = max_t ||f_M(t) - f_inf(t)||/||Y|| over M = "
                             f"{config['widths']} (mean of {len(seeds)} judged seeds; eta = {rule})", widths, cal, judged,
-                            p, k_se=K_SE, resolution=RESOLUTION, seeds=(cal_seeds, seeds), finding=FINDING)
+                            p, control=_control(runs, act, spec.name, p, len(cal_seeds)), k_se=K_SE,
+                            resolution=RESOLUTION, seeds=(cal_seeds, seeds), finding=FINDING,
+                            needs="the full profile (12 judged seeds, M up to 65536)")
         checks.append(check.about(COVERAGE.family, spec.name))
         se = (check.calibration or {}).get("slope_se", float("nan"))
         data[f"{act}/{spec.name}"] = {"log_deviation": all_devs, "slope": check.measured, "slope_se": se,
@@ -122,11 +127,28 @@ def run(config: dict, out_dir) -> ExperimentResult:
     fig = _plot(data, config)
     png, js = plotting.save(fig, "width_scaling", data, out_dir, config=config)
     fails = [c for c in checks if c.status == "fails"]
-    judged = [c for c in checks if c.status != "unpredicted"]
+    judged = [c for c in checks if c.status != "unresolved"]
     summary = (f"{len(judged) - len(fails)}/{len(judged)} resolved slopes within 3 SE of theory ({len(checks) - len(judged)} "
                f"unresolved; relu -1/2; erf -1 where the kernel at theta_0 is width-independent, else -1/2)"
                + (": outside " + ", ".join(c.claim.split(":")[0] for c in fails) if fails else ""))
     return ExperimentResult("width_scaling", png, js, checks, summary, 0.0, coverage=(COVERAGE,))
+
+
+def _control(runs, act, name, p, n_cal) -> SlopeControl:
+    """The row's negative control: judged runs whose predicted exponent differs from ``p`` — the same method with
+    the other activation (kink vs smooth: the condition behind the exponent broken), else exact NGD's run with the
+    other exponent (another method) — or, where no run has another exponent, the rival exponent (wrong theory)."""
+    others = [(key, r) for key, r in runs.items() if r[3] != p]
+    same = [(key, r) for key, r in others if key[1] == name]
+    if same:
+        (a, m), r = same[0]
+        return SlopeControl(f"{m} with {a} (predicted M^{r[3]:g})", "broken_condition", log_judged=r[0][:, n_cal:])
+    exact = [(key, r) for key, r in others if key[1] == "exact"]
+    if exact:
+        (a, m), r = exact[0]
+        return SlopeControl(f"{m} with {a} (predicted M^{r[3]:g})", "other_method", log_judged=r[0][:, n_cal:])
+    rival = -1.0 if p == -0.5 else -0.5
+    return SlopeControl(f"against the rival exponent {rival:g}", "wrong_theory", rival=rival)
 
 
 def _plot(data, config):
@@ -162,7 +184,7 @@ def _plot(data, config):
         rec = data[k]
         color = {"holds": "k", "fails": "red"}.get(rec["status"], "0.6")
         ax.errorbar(rec["slope"], i, xerr=K_SE * rec["slope_se"], fmt="o", capsize=2, color=color,
-                    mfc="none" if rec["status"] == "unpredicted" else color)
+                    mfc="none" if rec["status"] == "unresolved" else color)
         ax.plot([rec["theory"]], [i], "|", color="C0", ms=12, mew=2)
     ax.set_yticks(y, keys, fontsize=7)
     ax.set_xlabel("fitted slope ± 3 SE (blue bar: theory; red: outside, a finding; grey: 3 SE > 1/4, unresolved)")

@@ -216,15 +216,36 @@ def _warn_if_divergent(name: str, ZU, evals, rcond) -> None:
                        stacklevel=4)
 
 
+def damped_lambda_min(lk, ctx, S) -> float:
+    """λ_min of the symmetric part of the damped training kernel Z(T + NρI)⁻¹Zᵀ in Gram form (module docstring).
+    For a banded S, T = K^{1/2}(S ⊗ I)K^{1/2} is indefinite, so at intermediate ρ (below |λ_min(T)|/N and above
+    ρ → 0, where the kernel tends to α·I) the kernel can have negative eigenvalues: NGD ascends along them
+    (docs/THEORY.md#finding-indefinite-damped-kernel)."""
+    K = np.asarray(pattern_kernel(lk, None, ctx, S).train, float)
+    return float(np.linalg.eigvalsh(0.5 * (K + K.T))[0])
+
+
+def damped_positive(lk, ctx, S) -> Condition:
+    """ρ > 0 with an indefinite T: the damped kernel must be positive definite for NGD to descend on every mode."""
+    lam = damped_lambda_min(lk, ctx, S)
+    rho = float(ctx.damping.value)
+    return Condition("damped_kernel_positive", lam > 0, f"indefinite at damping {rho:g} (lambda_min = {lam:.3g})"
+                     if lam <= 0 else f"positive definite at damping {rho:g} (lambda_min = {lam:.3g})")
+
+
 def pattern_predict(name: str, lk, ctx, S):
-    """α = 1ᵀS⁺1 when every Θ_l has full rank, 1 ∈ range(S) and ρ = 0 (claim 2)."""
+    """α = 1ᵀS⁺1 when every Θ_l has full rank, 1 ∈ range(S) and ρ = 0 (claim 2); at ρ > 0 with an indefinite
+    pattern Gram T (any S ≠ I with a negative eigenvalue) also whether the damped kernel stays positive
+    definite (:func:`damped_positive`; listed first, so that the summary names it)."""
     S = np.asarray(S, float)
     ones = np.ones(S.shape[0])
     in_range = bool(np.linalg.norm(S @ np.linalg.lstsq(S, ones, rcond=None)[0] - ones) < 1e-10)
     alpha = float(ones @ np.linalg.pinv(S) @ ones)
     ones_cond = Condition("ones_in_range", in_range, "1 is in the range of the pattern S" if in_range
                           else "1 is not in the range of the pattern S")
-    cond = (*_conditions.layer_blocks_full_rank(lk, ctx.rcond), ones_cond, _conditions.undamped(ctx.damping))
+    indefinite_s = bool(np.linalg.eigvalsh(S)[0] < 0)
+    damped = (damped_positive(lk, ctx, S),) if (ctx.damping.positive and indefinite_s) else ()
+    cond = (*damped, *_conditions.layer_blocks_full_rank(lk, ctx.rcond), ones_cond, _conditions.undamped(ctx.damping))
     return verdict(name, alpha, cond)
 
 

@@ -10,14 +10,11 @@ At ρ = 0 each term is the projector onto range(diag(d_j) H̃_l); with K^H_l of 
 k = 1 it is diag(1[δ_{l,j}(x_n) ≠ 0]), so Θ_uw = diag(a_n) + I with a_n the number of hidden units
 whose backward signal is non-zero at x_n (the readout unit gives I).
 
-Infinite width (``params=None``, k = 1): the kernel grows with the width, so what exists is its
-leading order, *computed* from the network: a_n/M_l → p_l(x_n) = P_{z ~ N(0, q_l(x_n))}(φ'(z) ≠ 0),
-q_l(x_n) = K^H_l(x_n, x_n) the NNGP variance of z_l (δ_{l,j}(x) = φ'(z_j(x))·(a.s. non-zero sum)),
-evaluated by Gauss–Hermite quadrature of the indicator for any activation (φ' by autodiff), so
-
-    Θ_uw ≈ diag(Σ_{l<L} p_l(x_n) M_l) + I      (nominal widths M_l; fluctuations O(M^{1/2})).
-
-ReLU gives p = 1/2 at every q; smooth activations (erf, …) p = 1. Test kernels need a finite width.
+Infinite width: none. The kernel grows with the width, Θ_uw ≈ diag(Σ_{l<L} p_l(x_n) M_l) + I with
+p_l(x_n) = P_{z ~ N(0, q_l(x_n))}(φ'(z) ≠ 0) at the NNGP variance q_l (ReLU 1/2, smooth activations 1;
+:func:`active_fraction` by Gauss–Hermite quadrature), so the method is ``finite_width_only``: that leading
+order is a *theory* statement, judged only by finite-width measurements extrapolated in width (figure
+unit_wise), never by a kernel built from the same formula.
 
 Between any rows (continual learning; finite width, ρ > 0), unit by unit with K_j(X, Y) = (K^H_XY ⊗ 1) ⊙ d_{X,j}d_{Y,j}ᵀ:
 
@@ -122,24 +119,23 @@ def active_fraction(net, variances):
     return jnp.sum((slope != 0) * w, axis=-1)
 
 
-def _infinite_width_kernel(train, test, ctx) -> MethodKernel:
-    net = ctx.net
-    if net is None:
-        raise ValueError("unit_wise at infinite width needs the network (its widths and activation)")
-    if test is not None:
-        raise ValueError("unit_wise test kernels need a finite width: pass params=net.init(seed)")
-    if train.out_dim != 1 or not train.output_diagonal:
-        raise ValueError("unit_wise at infinite width needs a single output (out_dim=1, MSE): with more "
-                         "outputs the unit blocks are not diagonal projectors; use a finite width")
-    n = train.fwd.shape[1]
-    for l in range(train.depth):
-        r = linalg.rank(train.fwd[l], ctx.rcond)
-        if r < n:
-            raise ValueError(f"unit_wise at infinite width needs full-rank layer inputs, but layer {l + 1}'s input "
-                             f"Gram has rank {r} < N = {n}; use a finite width")
-    active = sum(width * active_fraction(net, jnp.diagonal(train.fwd[l]))
-                 for l, width in enumerate(net.hidden))
-    return MethodKernel(jnp.diag(active + 1.0), None)
+def leading_order_fractions(net, X):
+    """Theory, not a kernel: the leading order in M of the per-hidden-unit active fraction at each sample,
+    φ_∞(x_n) = Σ_{l<L} M_l p_l(x_n) / Σ_l M_l, p_l by :func:`active_fraction` at the NNGP variances
+    q_l(x_n) = K^H_l(x_n, x_n) of the infinite-width forward Grams (``layer_kernels(net, X)``). Finite-width
+    kernels give (Θ_M[n, n] − 1)/ΣM → φ_∞(x_n) (figure unit_wise extrapolates them in width)."""
+    from ..kernels import layer_kernels
+
+    if not net.hidden:
+        raise ValueError("unit_wise's active fraction needs hidden units: use depth >= 2")
+    fwd = layer_kernels(net, X).fwd
+    total = sum(width * active_fraction(net, jnp.diagonal(fwd[l])) for l, width in enumerate(net.hidden))
+    return np.asarray(total) / float(sum(net.hidden))
+
+
+#: why there is no infinite-width kernel (``finite_width_only``; raised for ``params=None``)
+INFINITE_WIDTH = ("unit_wise needs a finite width (its kernel grows like the width, no infinite-width limit): "
+                  "pass params=net.init(seed)")
 
 
 def _infinite_width(lk) -> bool:
@@ -152,7 +148,7 @@ def _infinite_width(lk) -> bool:
 
 def kernel(train, test, ctx) -> MethodKernel:
     if _infinite_width(train):
-        return _infinite_width_kernel(train, test, ctx)
+        raise ValueError(INFINITE_WIDTH)
     K_test = None if test is None else _finite_kernel(test, train, ctx)
     return MethodKernel(_finite_kernel(train, train, ctx), K_test)
 
@@ -272,13 +268,8 @@ def _single_output(lk) -> Condition:
 def predict(lk, ctx):
     n = lk.fwd.shape[1]
     cond = _conditions.input_grams_full_rank(lk, ctx.rcond)
-    if _infinite_width(lk):  # leading order in M
-        net = ctx.net
-        if net is None:
-            raise ValueError("unit_wise predictions at infinite width need the network")
-        p = ACTIVE_PROBABILITY.get(net.activation, 1.0)
-        return verdict("unit_wise", p * float(np.sum(net.hidden)) + 1.0,
-                       (*cond, _single_output(lk), _conditions.undamped(ctx.damping)))
+    if _infinite_width(lk):
+        raise ValueError(INFINITE_WIDTH)
     cond.append(_single_output(lk))
     deltas = lk.deltas[:-1]
     active = sum(np.sum(np.asarray(d[:, 0, :]) != 0, axis=1) for d in deltas) if deltas else np.zeros(n)
@@ -294,4 +285,5 @@ OPTIONS = (Option("unit_chunk", 64, lambda v, _: _validate.positive_int("unit_ch
 
 UNIT_WISE = register(Method("unit_wise", "one Fisher block per unit (column of each layer)", kernel, direction,
                             predict, damping_rule="tikhonov", layerwise=True, options=OPTIONS,
+                            finite_width_only=INFINITE_WIDTH,
                             metric=Metric(metric_inverse, metric_forward, metric_direction), cost=cost))

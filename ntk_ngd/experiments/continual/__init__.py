@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import warnings
 
-from ... import plotting
-from .._base import ExperimentResult, single_thread_blas
+from ... import methods, plotting
+from .._base import Coverage, ExperimentResult, single_thread_blas
 from . import _checks, _measure
 from ._plot import figure
 
@@ -78,7 +78,31 @@ def _run(config, out_dir):
                f"{seqs[m]['ong_euclidean']['average_accuracy']:.3f}; width slopes kernel "
                f"{sweep['slope_kernel_none']:.2f}, trained {sweep['slope_trained_none']:.2f}; 4d counterexample "
                f"r^T L r = {counter['ogd']:.3f}")
-    return ExperimentResult("continual", png, js, checks, summary, 0.0)
+    unsupported = {"one": one_unsupported, "sequences": seq_unsupported, "draws": draw_unsupported}
+    return ExperimentResult("continual", png, js, checks, summary, 0.0, coverage=_coverage(checks, cfg, unsupported))
+
+
+#: the panel behind each claim family (``_measure``): one real step (finite width), learning-kernel draws and
+#: sequences (infinite width), and the single-method width and memory sweeps
+_PANELS = {"claim 1": "one", "claim 4": "one", "claim 2": "draws", "claim 7": "sequences"}
+
+
+def _coverage(checks, cfg, unsupported) -> tuple:
+    """Per claim family, the registry methods its rows cover and why the others are left out (the panel's
+    registry filter, what a method raised there, the single-method sweeps' scope)."""
+    infinite = {s.name: f"finite_width_only: {s.finite_width_only}" for s in methods.registered() if s.finite_width_only}
+    out = []
+    for family in dict.fromkeys(c.family for c in checks if c.family):
+        panel = _PANELS.get(family)
+        if panel is None:
+            reasons = {s.name: "this claim is measured on one or two methods only (width / memory sweep: cost)"
+                       for s in methods.registered()}
+        else:
+            reasons = {**_measure.skipped(cfg), **(infinite if panel != "one" else {}), **unsupported[panel]}
+            if family == "claim 4":
+                reasons.setdefault("gd", "M = I: every projection of gd is OGD (no naive variant to compare)")
+        out.append(Coverage.of_checks(family, checks, reasons))
+    return tuple(out)
 
 
 __all__ = ["PROFILES", "run"]

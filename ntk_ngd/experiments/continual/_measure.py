@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ... import continual, layer_kernels, method_kernels, methods
+from ... import continual, layer_kernels, method_kernels, methods, predict
 from ...continual import projections
 from ...continual.kernels import every_projection
 from ...networks import mlp
@@ -117,6 +117,9 @@ def sequences(config):
                            for p in PROJECTIONS}
             out[method]["kernel_spectrum"] = [_symmetric_range(net, X, method, config["damping"], opts)
                                               for X, _ in tasks]
+            preds = [predict(net, X, method, damping=config["damping"], **opts) for X, _ in tasks]
+            out[method]["predicted_indefinite"] = [_indefinite(p) for p in preds]
+            out[method]["prediction"] = [p.summary() for p in preds]
         except ValueError as err:
             unsupported[method] = str(err)
     trained = {}
@@ -128,6 +131,11 @@ def sequences(config):
                                          center=True)
         trained[p] = _record(run)
     return out, trained, unsupported
+
+
+def _indefinite(pred) -> bool:
+    """``predict`` flags the damped kernel indefinite (block_tridiag, pattern: ``damped_kernel_positive`` fails)."""
+    return any(c.name == "damped_kernel_positive" and not c.holds for c in pred.conditions)
 
 
 def _symmetric_range(net, X, method, damping, opts) -> list[float]:

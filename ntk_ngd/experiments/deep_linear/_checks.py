@@ -38,7 +38,8 @@ def _exact_checks(cfg, depths, conds, lr, exact, stats, gd=None):
             f"exact NG, depth {depth}: max over cond {min(conds):g}..{max(conds):g} and {cfg['steps']} steps of "
             f"|ρ_t − (1−η)²|, ρ_t the per-step excess-loss ratio, η = {lr:g}, (1−η)² = {target:g}",
             worst, RATIO_COEF * lr ** 2, theory=0.0, error_model=ETA2,
-            controls=[control_below("the same runs against the wrong exponent, (1−η)¹", wrong, RATIO_COEF * lr ** 2)])
+            controls=[control_below("the same runs against the wrong exponent, (1−η)¹", wrong, RATIO_COEF * lr ** 2,
+                                    kind="wrong_theory")])
             .about("exact NG rate (1−η)² per step"))
     stats["ng_max_deviation"] = max(r["max_deviation"] for r in exact.values())
     if float(cfg["noise"]) == 0 and len(conds) > 1:
@@ -57,7 +58,8 @@ def _exact_checks(cfg, depths, conds, lr, exact, stats, gd=None):
             f"exact NG: the end-to-end trajectory W_t is the same for every cond (same W_0, W*): max_t,cond "
             f"||W_t(cond) − W_t(cond={conds[0]:g})|| / ||W_t||", spread, DENSE_TOL, theory=0.0,
             error_model=FP.format(DENSE_TOL),
-            controls=[control_below("the excess loss, which does depend on Σ_x", loss_spread, DENSE_TOL)])
+            controls=[control_below("the excess loss, which does depend on Σ_x", loss_spread, DENSE_TOL,
+                                    kind="other_data")])
             .about("exact NG trajectory independent of Σ_x"))
     if 1 in depths:
         deeper = [exact[(d, c)]["max_deviation"] for d in depths if d > 1 for c in conds]
@@ -65,7 +67,8 @@ def _exact_checks(cfg, depths, conds, lr, exact, stats, gd=None):
             "exact NG, depth 1 (linear in θ: the first-order step is exact): max |ρ_t − (1−η)²|",
             max(exact[(1, c)]["max_deviation"] for c in conds), LINEAR_TOL, theory=0.0,
             error_model=FP.format(LINEAR_TOL),
-            controls=[control_below("the depth >= 2 runs (not linear in θ)", max(deeper), LINEAR_TOL)] if deeper else ())
+            controls=[control_below("the depth >= 2 runs (not linear in θ)", max(deeper), LINEAR_TOL,
+                                    kind="broken_condition")] if deeper else ())
             .about("exact NG rate (1−η)² per step"))
     deep = [r for r in exact.values() if r["depth"] > 1]
     if deep:
@@ -83,7 +86,7 @@ def _exact_checks(cfg, depths, conds, lr, exact, stats, gd=None):
             error_model="two-point order estimate: the next order shifts p by O(eta) = 0.1 per unit coefficient ratio; "
                         "band 2 ± 0.2 fixed in advance",
             controls=[control_range("the same estimate against the wrong exponent, (1−η)¹", min(wrong, key=lambda p: abs(p - 2)),
-                                    *ORDER_RANGE)]).about("exact NG rate (1−η)² per step"))
+                                    *ORDER_RANGE, kind="wrong_theory")]).about("exact NG rate (1−η)² per step"))
         spreads = []
         for depth in depths:
             if depth == 1:
@@ -98,7 +101,7 @@ def _exact_checks(cfg, depths, conds, lr, exact, stats, gd=None):
             "max|ρ − (1−η)²|/η², worst depth (curvature-independent; GD's rate varies ∝ cond)",
             max(spreads), COEF_SPREAD, theory=1.0,
             error_model="curvature-independent coefficient: spread <= 3 fixed in advance (cond spans 1e4-1e6)",
-            controls=[control_below("GD's late per-step gap over the same conds", gd_spread, COEF_SPREAD)])
+            controls=[control_below("GD's late per-step gap over the same conds", gd_spread, COEF_SPREAD, kind="other_method")])
             .about("exact NG rate independent of curvature"))
     return checks
 
@@ -116,7 +119,8 @@ def _gd_checks(depths, conds, gd, stats, exact=None):
         f"dominates, ηλ_max ≤ 1, gap drift ≤ {DRIFT:g})",
         max((r["rel_error"] for r in asymptotic), default=float("nan")), GD_RATE_TOL, theory=0.0,
         error_model="asymptotic regime: second mode's share <= 1e-4 and lambda_min drift <= 5 % over the run: 1e-2",
-        controls=[control_below("the same gaps against the second-slowest mode lambda_2", second, GD_RATE_TOL)])
+        controls=[control_below("the same gaps against the second-slowest mode lambda_2", second, GD_RATE_TOL,
+                                kind="wrong_theory")])
         .about("GD rate set by lambda_min"))
     stats["lambda_min_consistency"] = max(abs(r["lambda_min"] - r["lambda_min_operator"]) / r["lambda_min_operator"]
                                           for r in gd.values())
@@ -126,7 +130,8 @@ def _gd_checks(depths, conds, gd, stats, exact=None):
         stats["lambda_min_consistency"], 1e-6,
         error_model="floating point: eigenvalues to kappa*eps relative, kappa = lambda_max/lambda_min <= 1e7: 1e-6",
         controls=[control_below("λ_2 of Θ/N against λ_min of 𝒦", max(abs(r["lambda_2"] - r["lambda_min_operator"])
-                                                                  / r["lambda_min_operator"] for r in gd.values()), 1e-6)])
+                                                                  / r["lambda_min_operator"] for r in gd.values()), 1e-6,
+                                kind="wrong_theory")])
         .about("GD rate set by lambda_min"))
     if 1 in depths:
         checks.append(check_below(
@@ -134,7 +139,8 @@ def _gd_checks(depths, conds, gd, stats, exact=None):
             max(gd[(1, c)]["exact_rel_error"] for c in conds), GD_EXACT_TOL, theory=0.0,
             error_model=FP.format(GD_EXACT_TOL),
             controls=[control_below("against the closed form at 0.9 η", max(gd[(1, c)]["exact_rel_error_at_0.9_lr"]
-                                                                           for c in conds), GD_EXACT_TOL)])
+                                                                           for c in conds), GD_EXACT_TOL,
+                                    kind="wrong_theory")])
             .about("GD depth-1 closed form"))
     slopes = {}
     for depth in depths:
@@ -149,7 +155,8 @@ def _gd_checks(depths, conds, gd, stats, exact=None):
         stats["gd_slope_worst"], *GD_SLOPE_RANGE, theory=-1.0,
         error_model="deterministic runs: lambda_min departs from 1/cond by the trained layers' own conditioning; "
                     "band -1 ± 0.15 fixed in advance",
-        controls=[control_range("exact NG's per-step gap vs cond (flat)", max(ng_slopes, key=abs), *GD_SLOPE_RANGE)]
+        controls=[control_range("exact NG's per-step gap vs cond (flat)", max(ng_slopes, key=abs), *GD_SLOPE_RANGE,
+                                kind="other_method")]
         if ng_slopes else ()).about("GD rate proportional to 1/cond"))
     return checks
 
@@ -172,16 +179,20 @@ def _dense_checks(dense_rows, stats):
                     f"end-to-end change ΔW over {n_rows} networks (C = 1 and 2, initial and trained weights)",
                     stats["dense_end_to_end_max"], DENSE_TOL, error_model=fp,
                     controls=[control_below("a plain gradient step rescaled to the same norm (cond > 1)", gradient_min,
-                                            DENSE_TOL)] if gradient_min is not None else ())
+                                            DENSE_TOL, kind="other_method")] if gradient_min is not None else ())
         .about("closed forms = dense natural gradient"),
         check_below("closed-form Moore–Penrose NG vs dense pinv: max rel. error of the per-layer update "
                     "(the minimum-norm solution is unique)", stats["dense_per_layer_max"], DENSE_TOL, error_model=fp,
                     controls=[control_below("the per-layer form's per-layer update (depth >= 2)",
                                             max((r["paper_per_layer_error"] for r in deep_rows), default=0.0),
-                                            DENSE_TOL)] if deep_rows else ()).about("closed forms = dense natural gradient"),
+                                            DENSE_TOL, kind="broken_condition")] if deep_rows else ())
+        .about("closed forms = dense natural gradient"),
         check_below("per-layer form (block-diagonal/L) vs dense Moore–Penrose: max rel. error of ΔW "
                     "(every width ≥ max(C, D): both are natural gradients)", stats["paper_end_to_end_max"], DENSE_TOL,
-                    error_model=fp).about("closed forms = dense natural gradient"),
+                    error_model=fp,
+                    controls=[control_below("a plain gradient step rescaled to the same norm (cond > 1)", gradient_min,
+                                            DENSE_TOL, kind="other_method")] if gradient_min is not None else ())
+        .about("closed forms = dense natural gradient"),
     ]
     if deep_rows:
         checks.append(identity(check_range(
@@ -194,7 +205,8 @@ def _dense_checks(dense_rows, stats):
             "depth 1: | ||Δ_per-layer|| / ||Δ_MP,dense|| − 1 | (one layer: F = I⊗Σ_x is invertible, one natural "
             "gradient; tolerance = the dense reference's accuracy)",
             max(abs(r["norm_ratio"] - 1) for r in shallow), DENSE_TOL, theory=0.0, error_model=fp,
-            controls=[control_below("depth >= 2", max(abs(r["norm_ratio"] - 1) for r in deep_rows), DENSE_TOL)]
+            controls=[control_below("depth >= 2", max(abs(r["norm_ratio"] - 1) for r in deep_rows), DENSE_TOL,
+                                    kind="broken_condition")]
             if deep_rows else ()).about("per-layer form = MP at depth 1"))
     return checks
 

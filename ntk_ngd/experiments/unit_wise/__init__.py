@@ -23,13 +23,14 @@ infinite-width NNGP kernel of layer l's input (leading order in 1/M). This predi
 slope −1/2 and the prefactor; the figure draws it as lines beside the measured markers.
 
 Checks and their error models (``_checks``): the ReLU slope against −1/2 with a band of 3 standard errors
-calibrated on the first half of the seeds and judged on the second half (unresolved, i.e. shown without a
-verdict, when 3 SE > 1/4); α per hidden unit at the largest width against the *computed* infinite-width
-limit (``method_kernels(..., params=None)``: Gauss–Hermite active fractions at the NNGP variances; binomial
-error model); the arc-cosine prediction of the deviation² (4 standard errors of the mean over the runs);
-erf exactly isotropic and the Gram form against the count of active units (floating point). Each has a
-negative control (widths reversed; the erf network's limit; a quarter of the width; the ReLU runs; another seed's
-counts).
+calibrated on the first half of the seeds and judged on the second half (``unresolved`` when 3 SE > 1/4); the
+per-unit active fraction extrapolated to M → ∞ (fit a + b/M on the judged seeds) against the quadrature limit
+(Gauss–Hermite active fractions at the NNGP variances: theory only, the method has no infinite-width kernel),
+4 SE of the intercept with σ_M from the calibration seeds; the arc-cosine prediction of the deviation² (4
+standard errors of the mean over the runs); erf exactly isotropic and the Gram form against the count of active
+units (floating point). Each has a negative control of a stated kind (the erf runs' slope and fraction: a broken
+condition / other data; a quarter of the width: wrong theory; the ReLU runs: broken condition; another seed's
+counts: other data).
 
 Modules: ``_measure`` (kernels per width and seed, the arc-cosine prediction), ``_checks`` (the claims as
 checks, with their error models and controls), ``_plot`` (the figure), ``_run`` (:func:`run`).

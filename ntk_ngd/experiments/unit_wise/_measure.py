@@ -1,5 +1,5 @@
 """The runs behind the unit_wise figure: the unit-wise kernel per (activation, depth, width, seed), its
-Gram-form reference from the backward signals, the computed infinite-width limit, and the arc-cosine
+Gram-form reference from the backward signals, the quadrature limit of the active fraction, and the arc-cosine
 prediction of the ReLU deviation (the theory: the package docstring)."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ... import backends, datasets, linalg
 from ...diagnostics import isotropy
 from ...function_space import method_kernels
 from ...kernels import layer_kernels
+from ...methods import unit_wise
 from ...networks import mlp
 from .._base import progress
 
@@ -109,7 +110,7 @@ def _interp_prediction(predictions, depth, widths, width) -> float:
 
 def measure(config: dict):
     """(runs, predictions, limits, init_max_diff): one record per (activation, depth, width, seed), the arc-cosine
-    prediction per (depth, width), and the computed infinite-width per-unit active fraction per (activation, depth)."""
+    prediction per (depth, width), and the quadrature limit of the per-unit active fraction per (activation, depth)."""
     widths = [int(w) for w in config["widths"]]
     depths = [int(d) for d in config["depths"]]
     n, in_dim, n_seeds = int(config["n"]), int(config["in_dim"]), int(config["seeds"])
@@ -153,15 +154,11 @@ def measure(config: dict):
                 "n": n,
             }
 
-    limits = {}
-    for act in activations:  # the computed limit (quadrature at the NNGP variances), per hidden unit
+    limits = {}  # theory: the quadrature active fraction at the NNGP variances, per hidden unit (no kernel)
+    for act in activations:
         for depth in depths:
-            fracs = []
             net = mlp(depth=depth, width=widths[-1], in_dim=in_dim, activation=act)
-            for X in inputs:
-                K = np.asarray(method_kernels(net, X, "unit_wise").train)
-                fracs.append(float((np.trace(K) / n - 1.0) / (widths[-1] * (depth - 1))))
-            limits[(act, depth)] = fracs
+            limits[(act, depth)] = [float(np.mean(unit_wise.leading_order_fractions(net, X))) for X in inputs]
     return runs, predictions, limits, init_max_diff
 
 
