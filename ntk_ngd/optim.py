@@ -25,7 +25,8 @@ import optax
 
 from . import _validate, factored, losses, methods
 from .damping import Damping
-from .kernels import LayerKernels, check_params, layer_features
+from .factored.features import whitened_features
+from .kernels import LayerKernels, check_params
 from .networks import Network
 
 
@@ -52,14 +53,10 @@ def direction(net: Network, spec: methods.Method, opts: tuple, loss: losses.Loss
               rcond=None, step=0, offset=None):
     """(G + ρI)⁻¹∇L at ``params`` as a params-shaped pytree (traceable). ``offset`` is subtracted from the
     outputs (a centred model f(x; θ) − f(x; θ_0) has the same Jacobian and Fisher)."""
-    inputs, deltas, f = layer_features(net, params, X, with_outputs=True)
-    if offset is not None:
-        f = f - offset
-    w = loss.whiten(f, Y)
-    if w.R is not None:
-        deltas = [jnp.einsum("nkc,ncm->nkm", w.R, d) for d in deltas]
-    train = LayerKernels.from_features(inputs, deltas)
-    scores = spec.draw(loss, f, dict(opts), step) if spec.random else None
+    feats = whitened_features(net, params, X, Y, loss, offset)
+    w = feats.whitening
+    train = LayerKernels.from_features(list(feats.inputs), list(feats.deltas))
+    scores = spec.draw(loss, feats.f, dict(opts), step) if spec.random else None
     ctx = methods.Context(X.shape[0], damping, opts, rcond, jnp.reshape(w.u, (-1,)), w.s, scores, net)
     return tildes_to_tree(net, params, spec.direction(train, ctx))
 
