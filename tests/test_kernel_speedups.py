@@ -36,6 +36,13 @@ import make_kernels_aabfb9f as stored  # noqa: E402
 
 TOL = 1e-12
 DENSE_TOL = 1e-8
+#: The stored kernels were made with neural-tangents' backend on jax 0.4.38. The pure-jax backend's infinite-width
+#: ReLU kernels agree with NT's only to ~sqrt(eps) on the diagonal x = x' (docs/THEORY.md "Numerics"; gd, whose code
+#: did not change, measures 4.5e-9), which the damped solves amplify (up to 3e-7 for kpsvd rank 2): there the stored
+#: values cannot separate an optimisation's error from the backend's, so the comparison runs in the NT environment
+#: only. Likewise the sampled Fisher's draws follow jax's random stream, which changed after jax 0.4.
+STORED_BACKEND = "neural_tangents"
+STORED_JAX = "0.4."
 EPS = float(np.finfo(float).eps)
 
 
@@ -62,6 +69,10 @@ def test_infinite_width_equals_aabfb9f(ref, method, tag, options, rho):
     kw = dict(options)
     if method.needs_residual:
         kw["residual"] = ref["residual"]
+    if str(net.backend) != STORED_BACKEND:
+        pytest.skip(f"stored kernels come from the {STORED_BACKEND} backend (module constants); checked there")
+    if method.random and not jax.__version__.startswith(STORED_JAX):
+        pytest.skip(f"{method.name}'s draws follow jax's random stream, which changed after jax {STORED_JAX}x")
     train, test = nn.preconditioned_kernel(net, ref["X"], method.name, damping=rho, X_test=ref["X_test"], **kw)
     assert rel_err(train, ref[key]) <= TOL
     assert rel_err(test, ref[stored.key(method.name, tag, rho, "test")]) <= TOL
@@ -89,8 +100,9 @@ def test_finite_width_equals_aabfb9f_and_dense_reference(ref, finite_net, method
         if method.needs_residual:
             kw["residual"] = residual
         train, test = nn.preconditioned_kernel(net, X, method.name, params=params, damping=rho, X_test=X_test, **kw)
-        assert rel_err(train, ref[key]) <= TOL, rho
-        assert rel_err(test, ref[key.replace("|train", "|test")]) <= TOL, rho
+        if not (method.random and not jax.__version__.startswith(STORED_JAX)):  # draws: see STORED_JAX
+            assert rel_err(train, ref[key]) <= TOL, rho
+            assert rel_err(test, ref[key.replace("|train", "|test")]) <= TOL, rho
         dense_train, dense_test = nn.reference.preconditioned_kernel(net, params, X, method.name, damping=rho,
                                                                      X_test=X_test, **kw)
         assert rel_err(train, dense_train) <= DENSE_TOL, rho

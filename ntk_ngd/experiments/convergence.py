@@ -200,7 +200,7 @@ def _plot(data, cfg):
             if not isotropic:
                 ax.plot(t, np.maximum(fin["linearised_rel_loss"], floor), "--", color=col, lw=1, alpha=0.8)
             ax.plot(t, np.maximum(fin["trained_rel_loss"], floor), "o", color=col, mfc="none", ms=4,
-                    label=f"{name} (η={fin['rule']})")
+                    label=f"{name} (η={fin['rule'].split(':')[0]})")
         iso_ax.plot(t, (1 - c) ** (2 * t), "k:", lw=2, label=f"theory (1−c)^(2t), c={c}")
         title = "synthetic teacher (sphere)" if kind == "synthetic" else "digits 0 vs 1 (±1)"
         iso_ax.set_title(f"{title}: methods predicted isotropic (M=∞)\nlines: infinite width; o: trained M={width}",

@@ -127,7 +127,9 @@ def _run(config, out_dir):
     config = dict(config, methods=panel_methods(net, X, Y))
     for m in progress(config["methods"], desc="cross_entropy: dynamics"):
         opts = dict(methods.get(m).example_options)
-        inf[m] = simulate(net, X, Y, m, steps=steps, X_test=Xt, Y_test=Yt, loss=LOSS, **opts)
+        # the theory's step (the method's rule, no trust region): the closed forms below are about it, and the
+        # trained run takes the same fixed η (docs/THEORY.md "Step size"; the default CE trust region is off here)
+        inf[m] = simulate(net, X, Y, m, steps=steps, X_test=Xt, Y_test=Yt, loss=LOSS, trust_region=None, **opts)
         fin[m] = train(net, net.init(seed), X, Y, m, lr=inf[m].lr, steps=steps, X_test=Xt, Y_test=Yt, center=True,
                        loss=LOSS, **opts)
     data["infinite_width"] = {m: {"train_loss": r.train_loss, "train_accuracy": r.train_accuracy,
@@ -262,7 +264,7 @@ def _plot(data, inf, fin, closed_loss, config):
     steps = np.arange(config["steps"] + 1)
     M = config["width"]
     for m in config["methods"]:
-        lab = f"{m} (η={inf[m].lr:.3g}: {inf[m].lr_rule})"
+        lab = f"{m} (η={inf[m].lr:.3g}: {inf[m].lr_rule.split(':')[0]})"
         ax_a.plot(steps, np.maximum(inf[m].train_loss, LOSS_FLOOR), color=col[m], label=lab,
                   ls="--" if m == "block_diag" else "-")
         ax_a.plot(steps, np.maximum(fin[m].train_loss, LOSS_FLOOR), "o", color=col[m], mfc="none", ms=6)
