@@ -26,6 +26,7 @@ from ..diagnostics import isotropy, predict
 from ..dynamics import simulate
 from ..function_space import method_kernels
 from ..training import train
+from ..trajectory import DIVERGENCE_FACTOR
 from ..networks import mlp
 from . import _ce_methods
 from ._base import (ExperimentResult, SlopeControl, check_below, check_close, check_slope, control_below,
@@ -178,8 +179,8 @@ def _run(config, out_dir):
                               controls=[control_below("kfac (isotropic only at f = 0) against exact NGD", kf_gap,
                                                       1e-8 * scale, kind="other_method")]).about("block_diag follows exact NGD", "block_diag"))
     if "ef" in inf:  # measured, not derived: shown without a verdict
-        checks.append(unpredicted("ef: first step at which the infinite-width loss exceeds 1e6 x its initial value "
-                                  "(-1: never; THEORY: overshoots once l_n < eta)",
+        checks.append(unpredicted(f"ef: first step at which the infinite-width loss exceeds {DIVERGENCE_FACTOR:g} x its "
+                                  "initial value (-1: never; THEORY: overshoots once l_n < eta)",
                                   float(inf["ef"].diverged_at if inf["ef"].diverged_at is not None else -1),
                                   "measured only").about("ef"))
     accs = [float(r.test_accuracy[-1]) for m, r in inf.items() if m != "ef" and np.isfinite(r.test_accuracy[-1])]
