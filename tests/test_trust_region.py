@@ -20,7 +20,7 @@ from ntk_ngd.losses import null_basis
 from ntk_ngd.trajectory import KL_TRUST_REGION
 
 #: The methods issue 25 pre-registered for the cross-entropy default (its acceptance test, so a named subset, not a
-#: registry loop; every registry method runs the CE default path in tests/test_registry.py), judged here on data and
+#: registry loop; every registry method trains with CE at a given lr in tests/test_registry.py), judged here on data and
 #: seeds apart from the calibration of κ (scripts/kl_trust_region_calibration.py: digits seed 0, N = 150, width 512).
 CE_METHODS = ("exact", "block_diag", "kfac", "kpsvd", "ekfac", "ief")
 
