@@ -18,6 +18,7 @@ from . import reference  # noqa: E402
 from .damping import Damping  # noqa: E402
 from .diagnostics import isotropy, predict  # noqa: E402
 from .dynamics import simulate  # noqa: E402
+from .fitting import fit  # noqa: E402
 from .function_space import method_kernels, preconditioned_kernel  # noqa: E402
 from .kernels import LayerKernels, layer_kernels  # noqa: E402
 from .networks import Network, mlp  # noqa: E402
@@ -32,6 +33,6 @@ __version__ = "0.2.0"
 
 __all__ = [
     "METHODS", "Damping", "LayerKernels", "Network", "Trajectory", "datasets", "deep_linear", "dense",
-    "forster_transform", "isotropy", "layer_kernels", "leverage_scores", "losses", "method_kernels", "methods",
+    "fit", "forster_transform", "isotropy", "layer_kernels", "leverage_scores", "losses", "method_kernels", "methods",
     "mlp", "optim", "predict", "preconditioned_kernel", "reference", "simulate", "train", "training",
 ]

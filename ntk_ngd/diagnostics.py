@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from . import linalg, methods, problem as _problem
+from . import methods, problem as _problem
 from .kernels import layer_kernels
 from .methods.base import Condition, Prediction
 
@@ -97,23 +97,4 @@ def kron_fit_errors(lk, n: int, ranks=(1, 2, 3)) -> list[dict]:
     return out
 
 
-def layer_ranks(lk, rcond=None) -> dict:
-    """Numerical ranks of every K^H_l, K^Δ_l and Θ_l (for reports)."""
-    return {
-        "fwd": [linalg.rank(k, rcond) for k in lk.fwd],
-        "bwd": [linalg.rank(k, rcond) for k in lk.bwd],
-        "ntk": [linalg.rank(k, rcond) for k in lk.ntk],
-        "size": int(lk.ntk.shape[1]),
-    }
-
-
-def relative_error(a, b) -> float:
-    """max|a − b| / max|b| (0 when both vanish)."""
-    a, b = np.asarray(a), np.asarray(b)
-    denom = float(np.max(np.abs(b))) if b.size else 0.0
-    num = float(np.max(np.abs(a - b))) if a.size else 0.0
-    return num / denom if denom > 0 else num
-
-
-__all__ = ["Condition", "Isotropy", "Prediction", "isotropy", "kron_fit_errors", "layer_ranks", "predict",
-           "relative_error"]
+__all__ = ["Condition", "Isotropy", "Prediction", "isotropy", "kron_fit_errors", "predict"]

@@ -87,14 +87,6 @@ class LayerKernels:
         """Θ = Σ_l Θ_l."""
         return jnp.sum(self.ntk, axis=0)
 
-    @property
-    def has_features(self) -> bool:
-        return self.deltas is not None and self.inputs is not None
-
-    def fwd_expanded(self) -> jax.Array:
-        """K^H_l ⊗ 1_{c×c}: forward Grams on the flattened (sample, output) index."""
-        return linalg.expand_outputs(self.fwd, self.n_outputs_per_sample)
-
     def full_output_ntk(self) -> jax.Array:
         """Θ on the flattened (n, c) index: an output-diagonal kernel written as Θ ⊗ I_C."""
         theta = self.total_ntk

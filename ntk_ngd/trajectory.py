@@ -174,6 +174,8 @@ class Trajectory:
     eigenvalues. ``trust_region``: κ of the KL cap (None: off) and ``lr_per_step`` (T−1,) the step each
     iteration took under it. ``rel_step_norm`` (T−1,): ||Δθ_t||/||θ_t|| of each real-training step (None in
     function space): "left the lazy regime" as a number.
+    ``epochs``/``wall_time`` (mini-batch training, :func:`ntk_ngd.fitting.fit`): the epoch (fractional) and the seconds
+    since the start at each entry of ``times``.
     The subclass :class:`ntk_ngd.continual.ContinualTrajectory` (task sequences) holds the T × T loss matrix in
     ``loss`` (issue 15's name) and the loss function's name in ``loss_name``.
     """
@@ -202,6 +204,8 @@ class Trajectory:
     trust_region: float | None = None
     lr_per_step: np.ndarray | None = dataclasses.field(default=None, repr=False)
     rel_step_norm: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    epochs: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    wall_time: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     @property
     def diverged(self) -> bool:
@@ -275,13 +279,16 @@ def warn_if_unstable(method: str, lr: float, fields: dict) -> None:
                   "or lr=None", RuntimeWarning, stacklevel=3)
 
 
-def check_lr(lr) -> float:
+def check_lr(lr, positive: bool = True) -> float:
+    """A finite learning rate, > 0 unless ``positive`` is False (the dense reference's Δθ = −lr·M⁻¹∇L takes any
+    sign: a negative lr gives the ascent direction its tests compare with)."""
+    want = "a finite number > 0" if positive else "a finite number"
     try:
         v = float(lr)
     except (TypeError, ValueError):
-        raise ValueError(f"lr must be a number > 0, got {lr!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        raise ValueError(f"lr must be {want}, got {lr!r}") from None
+    if not np.isfinite(v) or (positive and v <= 0):
+        raise ValueError(f"lr must be {want}, got {lr!r}")
     return v
 
 

@@ -496,7 +496,7 @@ def test_bad_inputs():
         dense.inverse_preconditioner(net, params, X, "ief")
     with pytest.raises(ValueError, match="symmetric"):
         dense.preconditioned_kernel(net, params, X, "pattern", pattern=[[1, 1], [0, 1]])
-    with pytest.raises(ValueError, match="must be 2x2"):
+    with pytest.raises(ValueError, match="pattern must be a 2x2 matrix"):
         dense.preconditioned_kernel(net, params, X, "pattern", pattern=np.eye(3))
     with pytest.raises(ValueError, match="needs pattern="):
         dense.preconditioned_kernel(net, params, X, "pattern")

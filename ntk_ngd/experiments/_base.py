@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-import time
 
 
 #: The verdict of a check (docs/THEORY.md "Verification"): theory predicts it and the measurement agrees within a
@@ -273,14 +272,6 @@ def infinite_width_reason(spec) -> str | None:
     return f"finite_width_only: {spec.finite_width_only}" if spec.finite_width_only else None
 
 
-def loss_reason(spec, loss: str) -> str | None:
-    return next((f"unsupported loss {loss!r}: {why}" for name, why in spec.unsupported_losses if name == loss), None)
-
-
-def first_reason(*reasons: str | None) -> str | None:
-    return next((r for r in reasons if r), None)
-
-
 @dataclasses.dataclass(frozen=True)
 class Coverage:
     """The registered methods a claim family applies to (``skipped``: method → reason, read from the
@@ -390,16 +381,6 @@ class ExperimentResult:
         return (all(c.status != "fails" or c.finding for c in self.checks) and not audit(self.checks)
                 and all(k.failed for c in self.checks for k in c.controls)
                 and not any(cov.as_dict(self.checks)["missing"] for cov in self.coverage))
-
-
-class Timer:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.elapsed = time.perf_counter() - self.start
-        return False
 
 
 def single_thread_blas():

@@ -103,12 +103,6 @@ def push_through_coefficients(K, nb: int, w, shift, rcond=None, E=None):
     return w - pad_rows(sol if E is None else E @ sol, w.shape[0])
 
 
-def check_positive(ctx, what: str) -> None:
-    if not ctx.damping.positive:
-        raise ValueError(f"{what} needs damping > 0: rows outside the span of the task's directions see the "
-                         "1/damping of M = G + damping*I")
-
-
 # ---------------------------------------------------------------------------------------------
 # defaults
 # ---------------------------------------------------------------------------------------------
@@ -172,10 +166,5 @@ def jt_all(lk, coefficients) -> list:
             for l, (H, d) in enumerate(zip(lk.inputs, lk.deltas))]
 
 
-def check_features(lk, name: str) -> None:
-    if lk.inputs is None or lk.deltas is None:
-        raise ValueError(f"{name}: parameter-space directions need finite-width features (untiled layer kernels)")
-
-
-__all__ = ["Metric", "block", "check_features", "check_positive", "jt_all", "pad_rows", "plus_damped", "push_through",
+__all__ = ["Metric", "block", "jt_all", "pad_rows", "plus_damped", "push_through",
            "push_through_coefficients", "sample_rows", "task_and_all", "tikhonov_sandwich", "woodbury_metric"]

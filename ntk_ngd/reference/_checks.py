@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import inspect
 
-import numpy as np
-
 from .. import _validate
+from ..methods._pattern import check_pattern  # input validation, shared: the reference's numbers stay its own
 from .builders import BUILDERS
 from .fits import KFAC_READOUTS
 
@@ -29,15 +28,6 @@ def no_fisher(method: str) -> None:
     if method == "ief":
         raise ValueError("method 'ief' is an update, not a Fisher approximation; use parameter_update, "
                          "function_step or preconditioned_kernel")
-
-
-def check_pattern(value, depth: int) -> np.ndarray:
-    S = np.asarray(value, dtype=float)
-    if S.shape != (depth, depth):
-        raise ValueError(f"pattern must be {depth}x{depth} (one row per Dense layer), got shape {S.shape}")
-    if not np.all(np.isfinite(S)) or not np.array_equal(S, S.T):
-        raise ValueError("pattern must be a finite symmetric matrix (S_ab couples layers a and b both ways)")
-    return S
 
 
 _CHECKS = {
@@ -81,15 +71,5 @@ def normalise_options(method: str, options: dict, depth: int) -> dict:
     return out
 
 
-def check_lr(lr) -> float:
-    try:
-        value = float(lr)
-    except (TypeError, ValueError):
-        raise ValueError(f"lr must be a finite number, got {lr!r}") from None
-    if not np.isfinite(value):
-        raise ValueError(f"lr must be a finite number, got {lr!r}")
-    return value
-
-
-__all__ = ["ALIASES", "check_lr", "check_method", "check_pattern", "no_fisher", "normalise_options",
+__all__ = ["ALIASES", "check_method", "no_fisher", "normalise_options",
            "option_defaults"]

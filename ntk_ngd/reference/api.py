@@ -20,6 +20,7 @@ import scipy.linalg
 
 from .. import _validate
 from ..networks import Network
+from ..trajectory import check_lr
 from . import _checks, softmax
 from .builders import BUILDERS
 from .jacobians import check_net
@@ -83,7 +84,7 @@ def residual_of(net: Network, params, X, Y, loss: str = "mse") -> np.ndarray:
 
 def _update(net, params, X, Y, method, lr, damping, rcond, X_test, loss, opts):
     """(Δθ, problem): the work of :func:`parameter_update`, sharing the Jacobians with :func:`function_step`."""
-    lr = _checks.check_lr(lr)
+    lr = check_lr(lr, positive=False)
     if "residual" in opts:
         raise ValueError("parameter_update computes the residual from Y; do not pass residual=")
     if Y is None:
