@@ -1,22 +1,38 @@
-"""Factored K-FAC step vs an optax SGD step (issue 21; indicative, small): a 784-256-64-16 MLP (ReLU, bias),
-batch 256, MSE to random targets, float64 (or --float32), jit-compiled, median of repeats.
+"""Factored natural-gradient steps on the deep autoencoder, side by side with kfac-jax and optax (issue 21
+items 5-6; THEORY.md "kfac-jax side by side").
 
-* sgd: ``jax.value_and_grad`` + ``optax.sgd``;
-* kfac factored, refresh every step: ``ntk_ngd.factored.minibatch.natural_gradient(net, "kfac", decay=0.95)``
-  (statistics, two eigendecompositions per layer (785², 256², 257², 64², 65², 16²) and the apply, every step);
-* kfac factored amortised: the same with ``inv_every=20`` (mean step time over 20 consecutive steps);
-* kfac Gram form: ``ntk_ngd.optim.ngd(method="kfac")`` (its default route: N-sized Grams where a factor is larger).
-Also the one-step agreement of the factored and Gram-form directions (relative difference) on the first batch.
+Net: the KPSVD paper's MNIST autoencoder 784-1000-500-250-30-250-500-1000-784 (full; quick: 784-256-64-16-64-256-784),
+ReLU, linear output, MSE to the input, batch 256 of the shipped MNIST images (pixels in [0, 1]), damping ρ = 1e-3.
 
-    python benchmarks/bench_factored.py [--repeats R] [--float32]
+Part A — agreement with kfac-jax (float64, first batches, conventions of ntk_ngd/peers.py matched: augmented inputs
+with σ_b, exact GGN, common readout, π-split damping, no curvature average, lr 0.1, no momentum): the relative
+difference of the first step's parameter change, the convention control (the package's default damping rule, √ρ
+on each factor, must differ), and the train loss over k steps on consecutive batches (max relative difference).
+Part A runs on the quick net with batch 64 (the exact GGN costs one reverse pass per output, 784 of them).
 
-Prints one JSON object (no figure is written).
+Part B — step time (float32 and float64, jit-compiled, median of repeats after a compiling call): optax SGD
+(momentum 0.9) and Adam; kfac-jax (``ggn_curvature_prop``: one sampled output cotangent per input, curvature EMA
+0.95) refreshed every step and amortised (inverses every T_INV = 20 steps: mean over T_INV consecutive steps);
+the package's factored methods (every registry method with a factored form; ``fisher="sampled"``, one sample,
+decay 0.95), refreshed every step and amortised the same way. The iterative solves of kpsvd (rank 2) and kfac_cor
+stop at tolerance 1e-5 in float32 and 1e-10 in float64 (THEORY.md "Factored form": tolerances); being the slow
+ones, they are timed in float32 and refreshed every step only, and in part C not beyond a width where a step took
+longer than SLOW_S = 10 s.
+
+Part C — step time vs width M (784-M-M-10, float32, batch 256, refresh every step) for every method of part B;
+the exponent k of t ∝ M^k fitted over the widths.
+
+Also the optimiser state's bytes (ours vs kfac-jax) at the autoencoder size.
+
+    python benchmarks/bench_factored.py [--quick] [--repeats R]
+
+Writes figures/bench_factored.png and figures/bench_factored.json (ntk_ngd.plotting.save). Needs the extra
+[peers] (kfac-jax) for the kfac-jax rows; without it they are reported as not run.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
+import os
+import sys
 import time
 
 import jax
@@ -25,91 +41,367 @@ import numpy as np
 import optax
 
 import ntk_ngd  # noqa: F401  (float64)
-from ntk_ngd import optim
+from ntk_ngd import datasets, peers, plotting
+from ntk_ngd.factored import form as factored_form
 from ntk_ngd.factored import minibatch
 from ntk_ngd.networks import mlp
 
-RHO, LR, T_INV = 1e-3, 0.1, 20
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import bench_main, fit_exponent, reported, start_run, target, targets_lines, timed  # noqa: E402
+
+NAME = "bench_factored"
+RHO, LR, T_INV, DECAY = 1e-3, 0.1, 20, 0.95
+#: the timed steps move the parameters by this learning rate (small, the same for every optimiser: timings are of
+#: the step's arithmetic, and no run may reach a non-finite factor that would switch a Cholesky to its fallback)
+TIME_LR = 1e-4
+PROFILES = {
+    "full": {"hidden": [1000, 500, 250, 30, 250, 500, 1000], "batch": 256, "widths": [256, 512, 1024],
+             "agree_steps": 10, "repeats": 3},
+    "quick": {"hidden": [256, 64, 16, 64, 256], "batch": 256, "widths": [256, 512, 1024], "agree_steps": 5,
+              "repeats": 3},
+    "tiny": {"hidden": [16, 8, 16], "batch": 32, "widths": [16, 32], "agree_steps": 2, "repeats": 1},
+}
+QUICK_NET = [256, 64, 16, 64, 256]
+TOLERANCES = {"float32": 1e-5, "float64": 1e-10}
+#: the Kronecker-sum methods (iterative fits and solves): measured once per size (refresh every step, float32 only
+#: on the autoencoder), and not at larger widths once a step takes longer than SLOW_S
+ITERATIVE = ("kpsvd", "kfac_cor")
+SLOW_S = 10.0
 
 
-def problem(dtype):
-    net = mlp(depth=3, width=[256, 64], in_dim=784, out_dim=16, activation="relu")
-    params = jax.tree_util.tree_map(lambda x: x.astype(dtype), net.init(0))
-    rng = np.random.default_rng(0)
-    X = jnp.asarray(rng.standard_normal((256, 784)), dtype)
-    Y = jnp.asarray(rng.standard_normal((256, 16)), dtype)
-    return net, params, X, Y
+def have_kfac_jax() -> bool:
+    try:
+        peers.kfac_jax()
+    except ImportError:
+        return False
+    return True
 
 
-def median_time(step, carry, batch, repeats: int, per: int = 1):
-    """Median over ``repeats`` of (time for ``per`` consecutive steps)/per, after one compiling call (the batch is
-    an argument, not a compile-time constant)."""
-    carry = jax.block_until_ready(step(carry, *batch))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(per):
-            carry = step(carry, *batch)
-        jax.block_until_ready(carry)
-        times.append((time.perf_counter() - t0) / per)
-    return statistics.median(times)
+def images(n: int, dtype):
+    """n shipped MNIST images, pixels in [0, 1] (classes interleaved by the dataset's seed-0 draw)."""
+    return jnp.asarray(datasets.mnist(n=n, normalise="none")[0], dtype)
 
 
-def optax_step(tx):
+def autoencoder(hidden, out_dim: int = 784):
+    return mlp(depth=len(hidden) + 1, width=list(hidden), in_dim=784, out_dim=out_dim, activation="relu")
+
+
+def cast(params, dtype):
+    return jax.tree_util.tree_map(lambda x: x.astype(dtype), params)
+
+
+def factored_methods() -> tuple[str, ...]:
+    return factored_form.methods_with_factored_form()
+
+
+def method_options(name: str, dtype) -> dict:
+    tol = TOLERANCES[str(jnp.dtype(dtype))]
+    opts = {"kpsvd": {"rank": 2}}.get(name, {})
+    if name in ("kpsvd", "kfac_cor"):
+        opts.update(power_tol=tol, cg_tol=tol)
+    return opts
+
+
+# ---------------------------------------------------------------------------------------------
+# part A: agreement with kfac-jax
+# ---------------------------------------------------------------------------------------------
+def _flat(tree):
+    return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def _ours_steps(net, params, batches, split):
+    tx = minibatch.natural_gradient(net, "kfac", RHO, "mse", decay=0.0, kfac_readout="common", factored_damping=split)
+    state, out = tx.init(params), []
+    for batch in batches:
+        upd, state = tx.update(params, state, params, batch=batch)
+        params = jax.tree_util.tree_map(lambda p, u: p - LR * u, params, upd)
+        out.append(params)
+    return out
+
+
+def _kfac_jax_steps(net, params, batches, estimation_mode="ggn_exact", curvature_ema=0.0, inv_every=1):
+    opt = peers.optimizer(net, "mse", inv_every=inv_every, curvature_ema=curvature_ema, estimation_mode=estimation_mode)
+    aug = peers.augmented_params(net, params)
+    key = jax.random.PRNGKey(0)
+    state = opt.init([jnp.array(a, copy=True) for a in aug], key, batches[0])
+    out = []
+    for t, batch in enumerate(batches):
+        aug, state, _ = opt.step([jnp.array(a, copy=True) for a in aug], state, key, batch=batch,
+                                 learning_rate=jnp.asarray(LR), momentum=jnp.asarray(0.0), damping=jnp.asarray(RHO),
+                                 global_step_int=t)
+        out.append(peers.stax_params(net, aug))
+    return out
+
+
+def agreement(prof) -> dict:
+    net = autoencoder(QUICK_NET if len(prof["hidden"]) > 3 else prof["hidden"])
+    n, k = 64 if prof["batch"] >= 64 else prof["batch"], prof["agree_steps"]
+    X = images(n * k, jnp.float64)
+    batches = [(X[i * n:(i + 1) * n], X[i * n:(i + 1) * n]) for i in range(k)]
+    params = net.init(0)
+    theirs = _kfac_jax_steps(net, params, batches)
+    ours, control = _ours_steps(net, params, batches, "pi"), _ours_steps(net, params, batches[:1], "rule")
+    step = _flat(theirs[0]) - _flat(params)
+    loss = lambda p, b: 0.5 * float(jnp.sum((net.apply(p, b[0]) - b[1]) ** 2)) / b[0].shape[0]  # noqa: E731
+    l_ours = [loss(p, b) for p, b in zip(ours, batches)]
+    l_theirs = [loss(p, b) for p, b in zip(theirs, batches)]
+    return {"net": repr(net), "batch": n, "steps": k,
+            "first_step_rel_diff": float(np.linalg.norm(_flat(ours[0]) - _flat(params) - step) / np.linalg.norm(step)),
+            "first_step_cosine": float(np.dot(_flat(ours[0]) - _flat(params), step)
+                                       / np.linalg.norm(_flat(ours[0]) - _flat(params)) / np.linalg.norm(step)),
+            "control_rule_damping_rel_diff": float(np.linalg.norm(_flat(control[0]) - _flat(params) - step)
+                                                   / np.linalg.norm(step)),
+            "loss_ours": l_ours, "loss_kfac_jax": l_theirs,
+            "loss_max_rel_diff": float(max(abs(a - b) / abs(b) for a, b in zip(l_ours, l_theirs)))}
+
+
+# ---------------------------------------------------------------------------------------------
+# part B/C: step times
+# ---------------------------------------------------------------------------------------------
+def _optax_step(tx, loss_fn=None):
+    """One jitted step; ``loss_fn`` given: optax on the gradient, else the package's transformation (batch kwarg)."""
+
     @jax.jit
     def step(carry, X, Y):
         params, state = carry
-        updates, state = tx.update(params, state, params, batch=(X, Y))
+        grads = jax.grad(loss_fn)(params, X, Y) if loss_fn is not None else params
+        updates, state = (tx.update(grads, state, params) if loss_fn is not None
+                          else tx.update(grads, state, params, batch=(X, Y)))
         return optax.apply_updates(params, updates), state
 
     return step
 
 
-def sgd_step(net):
-    tx = optax.sgd(LR)
+def _time_steps(step, carry, X, Y, repeats, per):
+    """Median seconds a step over ``repeats`` runs of ``per`` consecutive steps, after a compiling call."""
+    box = {"carry": jax.block_until_ready(step(carry, X, Y))}
 
-    def loss(p, X, Y):
-        return 0.5 * jnp.mean(jnp.sum((net.apply(p, X) - Y) ** 2, axis=1))
+    def run():
+        for _ in range(per):
+            box["carry"] = step(box["carry"], X, Y)
+        return box["carry"]
 
-    @jax.jit
-    def step(carry, X, Y):
-        params, state = carry
-        grads = jax.grad(loss)(params, X, Y)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    return step, tx
+    median, _, _ = timed(run, repeats)
+    return median / per
 
 
-def run(repeats: int, dtype) -> dict:
-    net, params, X, Y = problem(dtype)
-    out = {"net": "784-256-64-16 relu", "batch": 256, "dtype": str(jnp.dtype(dtype)), "damping": RHO,
-           "machine": "shared CPU (indicative timings)", "devices": str(jax.devices())}
-    step, tx = sgd_step(net)
-    out["sgd_s"] = median_time(step, (params, tx.init(params)), (X, Y), repeats)
-    for label, inv_every in (("kfac_factored_refresh_every_step_s", 1), (f"kfac_factored_amortised_T{T_INV}_s", T_INV)):
-        tx = optax.chain(minibatch.natural_gradient(net, "kfac", RHO, "mse", decay=0.95, inv_every=inv_every),
-                         optax.scale_by_learning_rate(LR))
-        out[label] = median_time(optax_step(tx), (params, tx.init(params)), (X, Y), repeats, per=inv_every)
-    tx = optim.ngd(net, LR, method="kfac", damping=RHO)
-    out["kfac_gram_s"] = median_time(optax_step(tx), (params, tx.init(params)), (X, Y), repeats)
-    dirs = [optim.natural_gradient(net, "kfac", RHO, form=form) for form in ("gram", "factored")]
-    flat = [np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(
-        tx.update(params, tx.init(params), params, batch=(X, Y))[0])]) for tx in dirs]
-    out["direction_rel_diff_factored_vs_gram"] = float(np.linalg.norm(flat[1] - flat[0]) / np.linalg.norm(flat[0]))
-    for key in [k for k in out if k.endswith("_s") and k != "sgd_s"]:
-        out[key[:-2] + "_over_sgd"] = out[key] / out["sgd_s"]
+def _state_bytes(state) -> int:
+    return int(sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(state) if hasattr(x, "shape")))
+
+
+def step_times(net, X, dtype, repeats: int, amortised: bool = True, log=print) -> dict:
+    """{label: seconds a step} (module docstring, part B) and the states' bytes."""
+    params = cast(net.init(0), dtype)
+    mse = lambda p, X, Y: 0.5 * jnp.sum((net.apply(p, X) - Y) ** 2) / X.shape[0]  # noqa: E731
+    times, state_bytes = {}, {}
+    for label, tx in (("sgd", optax.sgd(TIME_LR, momentum=0.9)), ("adam", optax.adam(TIME_LR))):
+        times[label] = _time_steps(_optax_step(tx, mse), (params, tx.init(params)), X, X, repeats, 1)
+    schedules = (("refresh", 1), (f"amortised T_inv={T_INV}", T_INV)) if amortised else (("refresh", 1),)
+    for name in factored_methods():
+        if name in ITERATIVE and str(jnp.dtype(dtype)) != "float32":
+            continue
+        for label, every in (schedules[:1] if name in ITERATIVE else schedules):
+            tx = optax.chain(minibatch.natural_gradient(net, name, RHO, "mse", decay=DECAY, inv_every=every,
+                                                        fisher="sampled", **method_options(name, dtype)),
+                             optax.scale_by_learning_rate(TIME_LR))
+            state = tx.init(params)
+            times[f"{name} {label}"] = _time_steps(_optax_step(tx), (params, state), X, X, repeats, every)
+            state_bytes[name] = _state_bytes(state)
+            log(f"    {name} {label}: {times[f'{name} {label}']:.3g} s")
+    if have_kfac_jax():
+        for label, every in schedules:
+            times[f"kfac-jax {label}"] = _kfac_jax_time(net, params, X, every, repeats)
+            log(f"    kfac-jax {label}: {times[f'kfac-jax {label}']:.3g} s")
+        state_bytes["kfac-jax"] = _kfac_jax_state_bytes(net, params, X)
+    return {"step_s": times, "state_bytes": state_bytes}
+
+
+def _kfac_jax_opt(net, every):
+    return peers.optimizer(net, "mse", inv_every=every, curvature_ema=DECAY, estimation_mode="ggn_curvature_prop")
+
+
+def _kfac_jax_time(net, params, X, every, repeats) -> float:
+    opt = _kfac_jax_opt(net, every)
+    key = jax.random.PRNGKey(0)
+    aug = peers.augmented_params(net, params)
+    box = {"aug": aug, "state": opt.init([jnp.array(a, copy=True) for a in aug], key, (X, X)), "t": 0}
+
+    def run_steps(count):
+        for _ in range(count):
+            box["aug"], box["state"], _ = opt.step(box["aug"], box["state"], key, batch=(X, X),
+                                                   learning_rate=jnp.asarray(TIME_LR, X.dtype),
+                                                   momentum=jnp.asarray(0.0, X.dtype),
+                                                   damping=jnp.asarray(RHO, X.dtype), global_step_int=box["t"])
+            box["t"] += 1
+        return box["aug"]
+
+    jax.block_until_ready(run_steps(every))  # compiles (both the refresh and the amortised step)
+    median, _, _ = timed(lambda: run_steps(every), repeats)
+    return median / every
+
+
+def _kfac_jax_state_bytes(net, params, X) -> int:
+    opt = _kfac_jax_opt(net, 1)
+    aug = peers.augmented_params(net, params)
+    return _state_bytes(opt.init(aug, jax.random.PRNGKey(0), (X, X)))
+
+
+def width_sweep(widths, batch, repeats, log) -> dict:
+    """{M: {method: seconds}}; a method slower than SLOW_S at one width is not run at the larger ones."""
+    X = images(batch, jnp.float32)
+    Y = jnp.asarray(jax.nn.one_hot(jnp.arange(batch) % 10, 10), jnp.float32)
+    out, names = {}, ["sgd", *factored_methods()]
+    for M in widths:
+        net = mlp(depth=3, width=M, in_dim=784, out_dim=10, activation="relu")
+        log(f"  part C: M = {M}: {', '.join(names)}")
+        out[M] = _width_point(net, X, Y, repeats, names)
+        names = [m for m in names if out[M][m] <= SLOW_S]
     return out
 
 
+def _width_point(net, X, Y, repeats, names) -> dict:
+    params = cast(net.init(0), jnp.float32)
+    mse = lambda p, X, Y: 0.5 * jnp.sum((net.apply(p, X) - Y) ** 2) / X.shape[0]  # noqa: E731
+    tx = optax.sgd(TIME_LR)
+    times = {"sgd": _time_steps(_optax_step(tx, mse), (params, tx.init(params)), X, Y, repeats, 1)}
+    for name in [m for m in names if m != "sgd"]:
+        tx = optax.chain(minibatch.natural_gradient(net, name, RHO, "mse", decay=DECAY, fisher="sampled",
+                                                    **method_options(name, jnp.float32)),
+                         optax.scale_by_learning_rate(TIME_LR))
+        times[name] = _time_steps(_optax_step(tx), (params, tx.init(params)), X, Y, repeats, 1)
+    return times
+
+
+# ---------------------------------------------------------------------------------------------
+# driver
+# ---------------------------------------------------------------------------------------------
+def ratio(times, a, b):
+    return times[a] / times[b] if a in times and b in times else None
+
+
+def targets_of(res) -> list:
+    rows = []
+    agree = res.get("agreement")
+    if agree:
+        rows += [target("first step, ours (π-split) vs kfac-jax, rel diff", agree["first_step_rel_diff"], "<= 1e-8",
+                        agree["first_step_rel_diff"] <= 1e-8),
+                 target("control: ours with the √ρ-per-factor rule vs kfac-jax, rel diff",
+                        agree["control_rule_damping_rel_diff"], "> 1e-8", agree["control_rule_damping_rel_diff"] > 1e-8),
+                 target(f"train loss over {agree['steps']} steps, max rel diff", agree["loss_max_rel_diff"], "<= 1e-8",
+                        agree["loss_max_rel_diff"] <= 1e-8)]
+    for dtype, part in res["part_b"].items():
+        t = part["step_s"]
+        r = ratio(t, "kfac refresh", "kfac-jax refresh")
+        if r is not None:
+            rows.append(target(f"{dtype}: K-FAC step / kfac-jax step, refresh every step", r, "<= 1.0", r <= 1.0))
+            ra = ratio(t, f"kfac amortised T_inv={T_INV}", f"kfac-jax amortised T_inv={T_INV}")
+            rows.append(reported(f"{dtype}: K-FAC / kfac-jax, amortised T_inv={T_INV}", ra, "no target set"))
+        r = ratio(t, f"kfac amortised T_inv={T_INV}", "sgd")
+        rows.append(target(f"{dtype}: K-FAC amortised T_inv={T_INV} / SGD step", r, "<= 1.5", r <= 1.5))
+        for name in ITERATIVE:
+            r = ratio(t, f"{name} refresh", "kfac refresh")
+            if r is not None:
+                rows.append(target(f"{dtype}: {name} / K-FAC step, refresh every step", r, "<= 3", r <= 3))
+    for name, k in res["part_c_exponents"].items():
+        rows.append(reported(f"step time exponent in M, {name}", k, "cost model O(M³) per refresh, O(N·M²) per pass"))
+    return rows
+
+
+def run(quick: bool = False, out_dir="figures", blas_threads="auto", repeats: int | None = None, log=None,
+        profile: str | None = None) -> dict:
+    """Run parts A-C; write out_dir/bench_factored.{png,json}; return the summary (``table``, ``targets``, ``ok``)."""
+    log, profile, prof, threads, load_start, t_start = start_run(PROFILES, quick, profile, repeats, blas_threads, log)
+    res = {"kfac_jax": have_kfac_jax()}
+    if res["kfac_jax"]:
+        log("  part A: agreement with kfac-jax (float64)")
+        res["agreement"] = agreement(prof)
+    net = autoencoder(prof["hidden"])
+    res["part_b"] = {}
+    for dtype in (jnp.float32, jnp.float64):
+        log(f"  part B: step times, {jnp.dtype(dtype)}")
+        res["part_b"][str(jnp.dtype(dtype))] = step_times(net, images(prof["batch"], dtype), dtype, prof["repeats"],
+                                                          log=log)
+    res["part_c"] = width_sweep(prof["widths"], prof["batch"], prof["repeats"], log)
+    res["part_c_exponents"] = {}
+    for m in res["part_c"][prof["widths"][0]]:
+        ws = [M for M in prof["widths"] if m in res["part_c"][M]]
+        if len(ws) >= 2:
+            res["part_c_exponents"][m] = fit_exponent(ws, [res["part_c"][M][m] for M in ws])
+    wall = time.perf_counter() - t_start
+    res["config"] = {"profile": profile, **prof, "net": repr(net), "damping": RHO, "lr_agreement": LR,
+                     "lr_timing": TIME_LR, "t_inv": T_INV, "decay": DECAY, "fisher": "sampled (1 per input)",
+                     "tolerances": TOLERANCES, "methods": list(factored_methods()), "devices": str(jax.devices()),
+                     "cpu_count": os.cpu_count(), "load_average_start": load_start, "blas_threads": threads,
+                     "versions": {"jax": jax.__version__, "optax": optax.__version__,
+                                  "kfac_jax": getattr(peers.kfac_jax(), "__version__", "?") if res["kfac_jax"] else None}}
+    targets = res["targets"] = targets_of(res)
+    png, js = plotting.save(make_figure(res), NAME, res, out_dir=out_dir, config=res["config"], wall_time=wall)
+    table = "\n".join([table_of(res), ""] + targets_lines(targets) + [f"wall {wall:.0f} s"])
+    ok = all(t["met"] is not False for t in targets if "rel diff" in t["name"])
+    return {"name": NAME, "png": png, "json": js, "table": table, "targets": targets, "ok": ok, "wall_time_s": wall}
+
+
+def table_of(res) -> str:
+    lines = []
+    for dtype, part in res["part_b"].items():
+        sgd = part["step_s"]["sgd"]
+        lines.append(f"step time, {dtype} (s; × SGD):")
+        lines += [f"  {k:32s} {v:9.4f}  {v / sgd:8.2f}x" for k, v in part["step_s"].items()]
+    return "\n".join(lines)
+
+
+def make_figure(res):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    ax = axes[0]
+    parts = list(res["part_b"].items())
+    labels = list(parts[0][1]["step_s"])
+    y = np.arange(len(labels))
+    for i, (dtype, part) in enumerate(parts):
+        ax.barh(y + 0.4 * i, [part["step_s"].get(k, np.nan) for k in labels], height=0.4, label=dtype)
+    ax.set_yticks(y + 0.2)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per step (median; amortised: mean over T_inv steps)")
+    ax.set_title(f"step time, {res['config']['net'].split(', activation')[0]}, batch {res['config']['batch']}",
+                 fontsize=9)
+    ax.legend()
+    ax = axes[1]
+    widths = sorted(res["part_c"])
+    for name in res["part_c_exponents"]:
+        ws = [M for M in widths if name in res["part_c"][M]]
+        ax.plot(ws, [res["part_c"][M][name] for M in ws], "o-",
+                label=f"{name} (k = {res['part_c_exponents'][name]:.2f})")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden width M (784-M-M-10)")
+    ax.set_ylabel("seconds per step, float32, refresh every step")
+    ax.set_title("step time vs width: t ∝ M^k fitted", fontsize=9)
+    ax.legend(fontsize=8)
+    ax = axes[2]
+    agree = res.get("agreement")
+    if agree:
+        steps = np.arange(1, agree["steps"] + 1)
+        ax.plot(steps, agree["loss_kfac_jax"], "o-", label="kfac-jax (π-split damping, exact GGN)")
+        ax.plot(steps, agree["loss_ours"], "x--", label="ntk_ngd factored K-FAC, same conventions")
+        ax.set_xlabel("step (batch of %d MNIST images)" % agree["batch"])
+        ax.set_ylabel("train loss on the step's batch (MSE, ½·mean)")
+        ax.set_title(f"agreement: first step rel diff {agree['first_step_rel_diff']:.1e}; "
+                     f"√ρ-rule control {agree['control_rule_damping_rel_diff']:.1e}", fontsize=9)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "kfac-jax not installed (extra [peers])", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+CASES: dict = {}
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--float32", action="store_true")
-    args = parser.parse_args(argv)
-    print(json.dumps(run(args.repeats, jnp.float32 if args.float32 else jnp.float64), indent=1))
-    return 0
+    return bench_main(__doc__, NAME, run, CASES, argv, quick_help="the 784-256-64-16-64-256-784 net (minutes)")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -240,12 +240,35 @@ def test_sampled_fisher_factors_converge_at_the_monte_carlo_rate(loss):
     for S in counts:
         sq = 0.0
         for seed in range(12):
-            curv = minibatch.curvature_deltas(feats, "sampled", losses.get(loss), jax.random.PRNGKey(seed), int(S))
+            curv = minibatch.batch_features(net, net.init(0), X, Y, losses.get(loss), "sampled",
+                                            jax.random.PRNGKey(seed), int(S))[1]
             sq += sum(float(jnp.sum((features.kron_factors(H, d)[1] - G) ** 2))
                       for H, d, G in zip(feats.inputs, curv, exact))
         errors.append(np.sqrt(sq / 12))
     slope = np.polyfit(np.log(counts), np.log(errors), 1)[0]
     assert -0.65 <= slope <= -0.35, (slope, errors)
+
+
+@pytest.mark.parametrize("loss", tuple(losses.LOSSES))
+def test_batch_signals_equal_the_per_output_backward_signals(loss):
+    """The mini-batch step's signals (one reverse pass per cotangent, contracted before the pass) against the
+    per-output signals of ``kernels.layer_features`` (C passes, contracted after): the gradient's V = Σ_j u_j δ̃_j,
+    the exact Fisher's rows δ̃_j, the empirical Fisher's V, and a sampled Fisher's Σ_j ξ_j δ̃_j/√S for the same ξ."""
+    from ntk_ngd.factored import features, minibatch
+
+    net = nn.mlp(depth=3, width=7, in_dim=4, out_dim=3, activation="erf")
+    X, Y = _batches(net, loss, count=1)[0]
+    params, L = net.init(2), losses.get(loss)
+    ref = features.whitened_features(net, params, X, Y, L)
+    V = [jnp.einsum("nj,njm->nm", ref.u, d)[:, None] for d in ref.deltas]
+    key = jax.random.PRNGKey(3)
+    xi = L.sample_scores(key, ref.f, 5) / np.sqrt(5)
+    expected = {"whitened": list(ref.deltas), "empirical": V,
+                "sampled": [jnp.einsum("njs,njm->nsm", xi, d) for d in ref.deltas]}
+    for fisher, want in expected.items():
+        feats, curv = minibatch.batch_features(net, params, X, Y, L, fisher, key, 5)
+        for got, exp in [*zip(feats.deltas, V), *zip(curv, want)]:
+            np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-12 * float(jnp.max(jnp.abs(exp))))
 
 
 def test_minibatch_one_line_errors():

@@ -42,6 +42,23 @@ def whitened_features(net, params, X, Y, loss, offset=None) -> Features:
     return Features(tuple(inputs), tuple(deltas), w.u, f, w)
 
 
+def reverse_signals(net, params, X):
+    """(f, H̃ per layer, signals): one forward pass, and ``signals(v)`` the backward signals of the output
+    cotangents v (N, S, C), per layer (N, S, m): δ_l[n, s] = Σ_c v[n, s, c] ∂f_c(x_n)/∂z_l(x_n), S reverse passes
+    (vmapped) instead of the C of :func:`ntk_ngd.kernels.layer_features` (the same taps; by linearity
+    signals(v)[n, s] = Σ_c v[n, s, c] δ_{l,c}(x_n)). A mini-batch step needs 1 + S of them, not C: the
+    784-output autoencoder's sampled-Fisher K-FAC step needs 2 reverse passes, not 784."""
+    X = jnp.asarray(X)
+    taps = [jnp.zeros((X.shape[0], m), X.dtype) for m in net.fan_out]
+    f, vjp_fn, inputs = jax.vjp(lambda t: net.forward_with_taps(params, X, t), taps, has_aux=True)
+
+    def signals(v):
+        (deltas,) = jax.vmap(vjp_fn, in_axes=1)(v)  # each (S, N, m)
+        return tuple(jnp.moveaxis(d, 0, 1) for d in deltas)
+
+    return f, tuple(inputs), signals
+
+
 def flat_rows(delta):
     """Δ̃ (N·k, m): the whitened backward signals as rows (n, j)."""
     return delta.reshape(-1, delta.shape[-1])
@@ -59,4 +76,4 @@ def gradient(H, delta, u):
     return linalg.jt(H, delta, jnp.reshape(u, (-1,))) / H.shape[0]
 
 
-__all__ = ["Features", "flat_rows", "gradient", "kron_factors", "whitened_features"]
+__all__ = ["Features", "flat_rows", "gradient", "kron_factors", "reverse_signals", "whitened_features"]

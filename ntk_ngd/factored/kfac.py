@@ -1,5 +1,5 @@
 """K-FAC in parameter space: F_l ≈ A_l ⊗ B_l, B_l = G_l/s_l (s_L = N for ``kfac_readout="paper"``, else 1), with
-the damped factors inverted through their eigendecompositions (O(d³ + m³) per layer):
+the damped factors inverted once per refresh (Cholesky at ρ > 0, an eigendecomposition at ρ = 0; O(d³ + m³) a layer):
 
     W̃_l = (A_l + s_A I)⁻¹ ∇_l (B_l + s_B I)⁻¹,   (s_A, s_B) = (√ρ, √ρ) (the Gram form's rule) or (π√ρ, √ρ/π).
 
@@ -8,17 +8,18 @@ push-through gives, so the two forms agree at ρ = 0 as well.
 """
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from .. import linalg
 from .damping import factor_shifts
 from .features import kron_factors
 from .form import FactoredForm
 
 
-def damped_inverse(K, shift, rcond=None):
-    """(K + shift·I)⁻¹ of a symmetric factor (pseudo-inverse at shift 0) from one eigendecomposition."""
-    return linalg.solve(K, jnp.eye(K.shape[0], dtype=K.dtype), shift, rcond)
+def damped_inverse(K, shift, rcond=None, positive: bool = False):
+    """(K + shift·I)⁻¹ of a symmetric factor: one Cholesky factorisation when ``positive`` (static: ρ > 0) and the
+    condition bound of :func:`ntk_ngd.linalg.damped_inverse_factors` allows, else one eigendecomposition (the
+    pseudo-inverse at shift 0)."""
+    Q, R = linalg.damped_inverse_factors(K, shift, rcond, positive)
+    return Q @ R.T
 
 
 def statistics(H, delta, ctx):
@@ -32,7 +33,8 @@ def make(readout_scale) -> FactoredForm:
         A, G = stats
         B = G / readout_scale(l, ctx.net.depth, ctx.n, ctx.option("kfac_readout"))
         sa, sb = factor_shifts(A, B, ctx.damping, settings.factored_damping)
-        return damped_inverse(A, sa, ctx.rcond), damped_inverse(B, sb, ctx.rcond)
+        positive = ctx.damping.positive
+        return damped_inverse(A, sa, ctx.rcond, positive), damped_inverse(B, sb, ctx.rcond, positive)
 
     def apply(inv, grad, ctx, settings):
         return inv[0] @ grad @ inv[1]

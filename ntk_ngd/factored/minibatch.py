@@ -11,7 +11,9 @@ current batch's features, and every step applies them to the batch gradient (K-F
 curvature's backward signals are the exact whitened ones (``fisher="whitened"``: the Fisher itself), targets
 sampled from the model (``"sampled"``: ξ ~ the model, seeded by (seed, step), S draws per sample, so
 G_t = (1/(N·S)) Σ_{n,s} (Σ_j ξ_{njs}δ̃_{n,j})(…)ᵀ with E[G_t] the exact G), or the per-sample loss gradients
-(``"empirical"``: the empirical Fisher's Kronecker factors). The gradient is always the batch's exact one.
+(``"empirical"``: the empirical Fisher's Kronecker factors). The gradient is always the batch's exact one. Every signal is one reverse pass of an output cotangent
+(:func:`.features.reverse_signals`): 1 + S passes a step for the sampled Fisher, 1 for the empirical one, 1 + k for
+the exact one (k = C for MSE), never C per sample unless the exact Fisher is asked for.
 With decay = 0 and T_cov = T_inv = 1 every step is the full-batch factored direction on its batch.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ import optax
 from .. import _validate, losses, methods
 from ..damping import Damping
 from ..optim import tildes_to_tree
-from .features import gradient, whitened_features
+from .features import Features, gradient, reverse_signals
 from .form import Settings, context, split_options
 
 FISHERS = ("whitened", "sampled", "empirical")
@@ -42,14 +44,35 @@ class MinibatchState(NamedTuple):
     inverse_updates: jax.Array
 
 
-def curvature_deltas(feats, fisher: str, loss, key, samples: int):
-    """The backward signals the curvature is built from (module docstring), per layer (N, rows, m)."""
-    if fisher == "whitened":
-        return feats.deltas
+def _output_rows(whitening, rows):
+    """Whitened-basis rows (N, S, k) as output cotangents (N, S, C): Σ_j rows[n, s, j] R[n, j, c] (R = I for MSE)."""
+    return rows if whitening.R is None else jnp.einsum("nsj,njc->nsc", rows, whitening.R)
+
+
+def cotangents(whitening, f, fisher: str, loss, key, samples: int):
+    """(the gradient's output cotangent (N, 1, C), the curvature's (N, S', C)) for :func:`.features.reverse_signals`:
+    Rᵀu, and the rows R (whitened: S' = k), Rᵀξ/√S (sampled) or Rᵀu again (empirical) of the module docstring."""
+    grad = _output_rows(whitening, whitening.u[:, None, :])
     if fisher == "empirical":
-        return tuple(jnp.einsum("nj,njm->nm", feats.u, d)[:, None, :] for d in feats.deltas)
-    xi = loss.sample_scores(key, feats.f, samples) / np.sqrt(samples)  # (N, k, S), E[ξξᵀ] = I_k/S
-    return tuple(jnp.einsum("njs,njm->nsm", xi, d) for d in feats.deltas)
+        return grad, grad
+    if fisher == "whitened":
+        n, k = whitening.u.shape
+        return grad, _output_rows(whitening, jnp.broadcast_to(jnp.eye(k, dtype=f.dtype), (n, k, k)))
+    xi = loss.sample_scores(key, f, samples) / np.sqrt(samples)  # (N, k, S), E[ξξᵀ] = I_k/S
+    return grad, _output_rows(whitening, jnp.swapaxes(xi, 1, 2))
+
+
+def batch_features(net, params, X, Y, loss, fisher: str, key, samples: int):
+    """(:class:`.features.Features` of the gradient (u = 1, δ̃ = V (N, 1, m)), the curvature's signals per layer
+    (N, S', m)) from one forward and 1 + S' reverse passes (C + 1 for the whitened Fisher)."""
+    f, inputs, signals = reverse_signals(net, params, X)
+    whitening = loss.whiten(f, Y)
+    grad, curv = cotangents(whitening, f, fisher, loss, key, samples)
+    both = signals(grad if fisher == "empirical" else jnp.concatenate([grad, curv], axis=1))
+    grad_signals = tuple(d[:, :1] for d in both)
+    curv_signals = grad_signals if fisher == "empirical" else tuple(d[:, 1:] for d in both)
+    ones = jnp.ones((X.shape[0], 1), f.dtype)
+    return Features(inputs, grad_signals, ones, f, whitening), curv_signals
 
 
 def check_decay(decay) -> float:
@@ -92,10 +115,9 @@ def natural_gradient(net, method: str = "kfac", damping=1e-3, loss: str = "mse",
         if params is None:
             raise ValueError("the mini-batch natural gradient needs params: tx.update(grads, state, params, batch=(X, Y))")
         X, Y = jnp.asarray(batch[0]), jnp.asarray(batch[1])
-        feats = whitened_features(net, params, X, Y, loss)
-        ctx = context(net, opts, damping, rcond, X.shape[0], feats)
         key = jax.random.fold_in(jax.random.PRNGKey(seed), state.count)
-        curv = curvature_deltas(feats, fisher, loss, key, samples)
+        feats, curv = batch_features(net, params, X, Y, loss, fisher, key, samples)
+        ctx = context(net, opts, damping, rcond, X.shape[0], feats)
         first = state.count == 0
         stats = jax.lax.cond((state.count % cov_every == 0) | first,
                              lambda: _averaged(form, feats.inputs, curv, ctx, state.stats, jnp.where(first, 0.0, decay)),
@@ -127,4 +149,4 @@ def _averaged(form, inputs, curv, ctx, old, decay):
     return jax.tree_util.tree_map(lambda o, s: decay * o + (1.0 - decay) * s, old, new)
 
 
-__all__ = ["FISHERS", "MinibatchState", "check_decay", "curvature_deltas", "natural_gradient"]
+__all__ = ["FISHERS", "MinibatchState", "batch_features", "check_decay", "cotangents", "natural_gradient"]
