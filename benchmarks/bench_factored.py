@@ -73,7 +73,7 @@ TOLERANCES = {"float32": 1e-5, "float64": 1e-10}
 ITERATIVE = ("kpsvd", "kfac_cor")
 SLOW_S = 10.0
 #: wall limit of one Kronecker-sum case (its own process: compile, warm-up and timed steps)
-ITERATIVE_TIMEOUT_S = 420.0
+ITERATIVE_TIMEOUT_S = 360.0
 #: batch size of each net's iterative case (set by the driver)
 BATCH_OF: dict = {}
 

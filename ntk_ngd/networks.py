@@ -173,7 +173,7 @@ class Network:
         inputs = []
         for l in range(self.depth):
             W, b = params[2 * l]
-            scaled = self.w_std / np.sqrt(h.shape[-1]) * h
+            scaled = float(self.w_std / np.sqrt(h.shape[-1])) * h  # a Python float: float32 inputs stay float32
             z = scaled @ W
             if b is not None:
                 z = z + self.b_std * b

@@ -53,7 +53,7 @@ def reverse_signals(net, params, X):
     f, vjp_fn, inputs = jax.vjp(lambda t: net.forward_with_taps(params, X, t), taps, has_aux=True)
 
     def signals(v):
-        (deltas,) = jax.vmap(vjp_fn, in_axes=1)(v)  # each (S, N, m)
+        (deltas,) = jax.vmap(vjp_fn, in_axes=1)(jnp.asarray(v, f.dtype))  # each (S, N, m)
         return tuple(jnp.moveaxis(d, 0, 1) for d in deltas)
 
     return f, tuple(inputs), signals

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 
 from .. import _validate
+from ..damping import Damping
 from .features import gradient, whitened_features
 
 FORMS = ("gram", "factored")
@@ -103,6 +104,12 @@ def layer_direction(form: FactoredForm, H, delta, u, ctx, settings: Settings, l:
     return form.apply(inv, gradient(H, delta, u), ctx, settings)
 
 
+def damping_in(damping, dtype) -> Damping:
+    """``damping`` with its value in ``dtype`` (jax's x64 makes a Python ρ float64, which would promote a float32
+    step's factors, and its cost, to float64)."""
+    return Damping(jnp.asarray(damping.value).astype(dtype), damping.positive)
+
+
 def context(net, spec_opts: tuple, damping, rcond, n: int, features=None):
     """The :class:`~ntk_ngd.methods.base.Context` of the factored form (the same fields as the Gram form's; no
     residual without ``features``)."""
@@ -111,6 +118,7 @@ def context(net, spec_opts: tuple, damping, rcond, n: int, features=None):
     if features is None:
         return Context(n, damping, spec_opts, rcond, None, None, None, net)
     w = features.whitening
+    damping = damping_in(damping, features.f.dtype)
     return Context(n, damping, spec_opts, rcond, jnp.reshape(w.u, (-1,)), w.s, None, net)
 
 
@@ -124,5 +132,5 @@ def direction(net, spec, opts: tuple, loss, params, X, Y, damping, rcond=None, s
             for l, (H, d) in enumerate(zip(feats.inputs, feats.deltas))]
 
 
-__all__ = ["FORMS", "FactoredForm", "SETTING_NAMES", "SPLITS", "Settings", "context", "direction", "layer_direction",
+__all__ = ["FORMS", "FactoredForm", "SETTING_NAMES", "SPLITS", "Settings", "context", "damping_in", "direction", "layer_direction",
            "methods_with_factored_form", "split_options"]

@@ -29,7 +29,7 @@ from .. import _validate, losses, methods
 from ..damping import Damping
 from ..optim import tildes_to_tree
 from .features import Features, gradient, reverse_signals
-from .form import Settings, context, split_options
+from .form import Settings, context, damping_in, split_options
 
 FISHERS = ("whitened", "sampled", "empirical")
 
@@ -58,7 +58,7 @@ def cotangents(whitening, f, fisher: str, loss, key, samples: int):
     if fisher == "whitened":
         n, k = whitening.u.shape
         return grad, _output_rows(whitening, jnp.broadcast_to(jnp.eye(k, dtype=f.dtype), (n, k, k)))
-    xi = loss.sample_scores(key, f, samples) / np.sqrt(samples)  # (N, k, S), E[ξξᵀ] = I_k/S
+    xi = loss.sample_scores(key, f, samples) / float(np.sqrt(samples))  # (N, k, S), E[ξξᵀ] = I_k/S
     return grad, _output_rows(whitening, jnp.swapaxes(xi, 1, 2))
 
 
@@ -102,9 +102,10 @@ def natural_gradient(net, method: str = "kfac", damping=1e-3, loss: str = "mse",
 
     def init_fn(params):
         """Zero statistics and preconditioners of the right shapes (replaced at the first step)."""
-        ctx, shapes = context(net, opts, damping, rcond, 1), []
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype  # the state in the parameters' precision
+        ctx, shapes = context(net, opts, damping_in(damping, dtype), rcond, 1), []
         for l, (d, m) in enumerate(zip(_fan_ins(net), net.fan_out)):
-            H, D = jnp.zeros((1, d)), jnp.zeros((1, 1, m))
+            H, D = jnp.zeros((1, d), dtype), jnp.zeros((1, 1, m), dtype)
             shapes.append(jax.eval_shape(lambda H, D, l=l: _pipeline(form, H, D, ctx, settings, l), H, D))
         zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         return MinibatchState(jnp.zeros([], jnp.int32), tuple(z[0] for z in zeros), tuple(z[1] for z in zeros),
