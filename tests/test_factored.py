@@ -271,6 +271,29 @@ def test_batch_signals_equal_the_per_output_backward_signals(loss):
             np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-12 * float(jnp.max(jnp.abs(exp))))
 
 
+@pytest.mark.parametrize("name", factored.form.methods_with_factored_form())
+def test_float32_steps_stay_float32(name):
+    """jax's x64 is on for the package; a float32 model's mini-batch step must still compute in float32 (a float64
+    damping, input scale or sampled score used to promote the factors, doubling the step's cost). Every array of
+    the update and of the state is float32, and the step agrees with the float64 step to float32 accuracy."""
+    from ntk_ngd.factored import minibatch
+
+    net = nn.mlp(depth=3, width=8, in_dim=4, out_dim=3, activation="erf")
+    X, Y = _batches(net, "mse", count=1)[0]
+    opts = {"power_tol": 1e-6, "cg_tol": 1e-6} if name in ("kpsvd", "kfac_cor") else {}
+    steps = {}
+    for fisher in ("sampled", "whitened"):  # (the sampled scores differ between dtypes: compare the exact Fisher)
+        for dtype in (jnp.float32, jnp.float64):
+            params = jax.tree_util.tree_map(lambda x: x.astype(dtype), net.init(0))
+            tx = minibatch.natural_gradient(net, name, 1e-2, "mse", fisher=fisher, **opts)
+            upd, state = tx.update(params, tx.init(params), params, batch=(X.astype(dtype), Y.astype(dtype)))
+            floats = [x for x in jax.tree_util.tree_leaves((upd, state)) if jnp.issubdtype(x.dtype, jnp.floating)]
+            assert {x.dtype for x in floats} == {jnp.dtype(dtype)}, (name, fisher, dtype)
+            steps[dtype] = np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(upd)])
+    # float32 rounding (eps ≈ 1.2e-7) amplified by the damped condition ||G||/ρ ≲ 1e3: ≲ 1e-4; bound 1e-3
+    assert np.linalg.norm(steps[jnp.float32] - steps[jnp.float64]) <= 1e-3 * np.linalg.norm(steps[jnp.float64])
+
+
 def test_minibatch_one_line_errors():
     from ntk_ngd.factored import minibatch
 
