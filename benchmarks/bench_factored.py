@@ -18,13 +18,18 @@ Part B — step time (float32 and float64, jit-compiled, median of repeats after
 (momentum 0.9) and Adam; kfac-jax (``ggn_curvature_prop``: one sampled output cotangent per input, curvature EMA
 0.95) refreshed every step and amortised (inverses every T_INV = 20 steps: mean over T_INV consecutive steps);
 the package's factored methods (every registry method with a factored form; ``fisher="sampled"``, one sample,
-decay 0.95), refreshed every step and amortised the same way. The iterative solves of kpsvd (rank 2) and kfac_cor
-stop at tolerance 1e-5 in float32 and 1e-10 in float64 (THEORY.md "Factored form": tolerances); being the slow
-ones, they are timed in float32 and refreshed every step only, and in part C not beyond a width where a step took
-longer than SLOW_S = 10 s.
+decay 0.95), refreshed every step and amortised the same way. kpsvd (rank 2) and kfac_cor twice: "CG", the Gram
+form's +ρI, solved by PCG at every step (tolerance 1e-5 in float32, the slow ones: timed in float32, refreshed every
+step, in a subprocess with a 360 s limit, and in part C not beyond a width where a step took longer than SLOW_S =
+10 s); "π", the damping in the first term's factors and the exact two-term inverse (ntk_ngd/factored/two_term.py),
+timed like K-FAC. Their Kronecker terms come from the direct sample-Gram SVD (``kron_fit="auto"``).
 
 Part C — step time vs width M (784-M-M-10, float32, batch 256, refresh every step) for every method of part B;
 the exponent k of t ∝ M^k fitted over the widths.
+
+Part D — definiteness: per layer of the autoencoder on the first batch, whether the +ρI systems of kpsvd and
+kfac_cor are positive definite (PCG meets no direction with pᵀ(Σ + ρI)p ≤ 0), and how many π-split entries
+1 + λ_iμ_j ≤ 0 are clipped.
 
 Also the optimiser state's bytes (ours vs kfac-jax) at the autoencoder size.
 
@@ -61,7 +66,7 @@ RHO, LR, T_INV, DECAY = 1e-3, 0.1, 20, 0.95
 #: the step's arithmetic, and no run may reach a non-finite factor that would switch a Cholesky to its fallback)
 TIME_LR = 1e-4
 PROFILES = {
-    "full": {"hidden": [1000, 500, 250, 30, 250, 500, 1000], "batch": 256, "widths": [256, 512, 1024],
+    "full": {"hidden": [1000, 500, 250, 30, 250, 500, 1000], "batch": 256, "widths": [256, 512, 1024, 2048],
              "agree_steps": 10, "repeats": 3},
     "quick": {"hidden": [256, 64, 16, 64, 256], "batch": 256, "widths": [256, 512, 1024], "agree_steps": 5,
               "repeats": 3},
@@ -103,12 +108,28 @@ def factored_methods() -> tuple[str, ...]:
     return factored_form.methods_with_factored_form()
 
 
-def method_options(name: str, dtype) -> dict:
+def method_options(name: str, dtype, split: str = "rule") -> dict:
     tol = TOLERANCES[str(jnp.dtype(dtype))]
     opts = {"kpsvd": {"rank": 2}}.get(name, {})
-    if name in ("kpsvd", "kfac_cor"):
-        opts.update(power_tol=tol, cg_tol=tol)
+    if name in ITERATIVE:
+        opts.update(power_tol=tol, cg_tol=tol, factored_damping=split)
     return opts
+
+
+def variants() -> list:
+    """(label, method, damping split) of every timed factored method: the Kronecker sums twice, with the Gram
+    form's +ρI (PCG at every step, label "… CG") and with the π-split exact two-term inverse ("… π")."""
+    out = []
+    for name in factored_methods():
+        out += [(f"{name} CG", name, "rule"), (f"{name} π", name, "pi")] if name in ITERATIVE else [(name, name, "rule")]
+    return out
+
+
+def _natural(net, name, split, dtype, every=1, cov_every=1):
+    return optax.chain(minibatch.natural_gradient(net, name, RHO, "mse", decay=DECAY, inv_every=every,
+                                                  cov_every=cov_every,
+                                                  fisher="sampled", **method_options(name, dtype, split)),
+                       optax.scale_by_learning_rate(TIME_LR))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,19 +228,18 @@ def step_times(net, X, dtype, repeats: int, amortised: bool = True, log=print) -
     for label, tx in (("sgd", optax.sgd(TIME_LR, momentum=0.9)), ("adam", optax.adam(TIME_LR))):
         times[label] = _time_steps(_optax_step(tx, mse), (params, tx.init(params)), X, X, repeats, 1)
     schedules = (("refresh", 1), (f"amortised T_inv={T_INV}", T_INV)) if amortised else (("refresh", 1),)
-    for name in factored_methods():
-        if name in ITERATIVE:
+    ours = schedules + (((f"amortised T_cov=T_inv={T_INV}", T_INV),) if amortised else ())
+    for tag, name, split in variants():
+        if tag.endswith(" CG"):
             if str(jnp.dtype(dtype)) == "float32":
-                times[f"{name} refresh"] = _iterative_time(name, net, repeats, log)
+                times[f"{tag} refresh"] = _iterative_time(name, net, repeats, log, tag)
             continue
-        for label, every in schedules:
-            tx = optax.chain(minibatch.natural_gradient(net, name, RHO, "mse", decay=DECAY, inv_every=every,
-                                                        fisher="sampled", **method_options(name, dtype)),
-                             optax.scale_by_learning_rate(TIME_LR))
+        for label, every in ours:
+            tx = _natural(net, name, split, dtype, every, every if "T_cov" in label else 1)
             state = tx.init(params)
-            times[f"{name} {label}"] = _time_steps(_optax_step(tx), (params, state), X, X, repeats, every)
-            state_bytes[name] = _state_bytes(state)
-            log(f"    {name} {label}: {times[f'{name} {label}']:.3g} s")
+            times[f"{tag} {label}"] = _time_steps(_optax_step(tx), (params, state), X, X, repeats, every)
+            state_bytes[tag] = _state_bytes(state)
+            log(f"    {tag} {label}: {times[f'{tag} {label}']:.3g} s")
     if have_kfac_jax():
         for label, every in schedules:
             kwargs = {"hidden": list(net.hidden), "batch": X.shape[0], "dtype": str(jnp.dtype(dtype)),
@@ -230,17 +250,17 @@ def step_times(net, X, dtype, repeats: int, amortised: bool = True, log=print) -
     return {"step_s": times, "state_bytes": state_bytes}
 
 
-def _iterative_time(name, net, repeats, log, timeout_s: float = ITERATIVE_TIMEOUT_S):
-    """A Kronecker-sum method's refresh step (float32) in a fresh process; NaN if over ``timeout_s``."""
+def _iterative_time(name, net, repeats, log, tag, timeout_s: float = ITERATIVE_TIMEOUT_S):
+    """A Kronecker-sum method's refresh step with +ρI (PCG; float32) in a fresh process; NaN if over ``timeout_s``."""
     kwargs = {"name": name, "hidden": list(net.hidden), "out_dim": net.out_dim, "batch": BATCH_OF[net.hidden],
               "repeats": repeats}
     try:
         t = in_subprocess(__file__, "iterative_step", kwargs, None, timeout=timeout_s)["step_s"]
     except (subprocess.TimeoutExpired, RuntimeError) as err:
         why = f"did not complete within {timeout_s:.0f} s" if isinstance(err, subprocess.TimeoutExpired) else "failed"
-        log(f"    {name} refresh: {why} (compile + warm-up + timed steps)")
+        log(f"    {tag} refresh: {why} (compile + warm-up + timed steps)")
         return float("nan")
-    log(f"    {name} refresh: {t:.3g} s")
+    log(f"    {tag} refresh: {t:.3g} s")
     return t
 
 
@@ -250,9 +270,7 @@ def iterative_step(name, hidden, out_dim, batch, repeats) -> dict:
     params = cast(net.init(0), jnp.float32)
     X = images(batch, jnp.float32)
     Y = X if out_dim == 784 else jnp.asarray(jax.nn.one_hot(jnp.arange(batch) % out_dim, out_dim), jnp.float32)
-    tx = optax.chain(minibatch.natural_gradient(net, name, RHO, "mse", decay=DECAY, fisher="sampled",
-                                                **method_options(name, jnp.float32)),
-                     optax.scale_by_learning_rate(TIME_LR))
+    tx = _natural(net, name, "rule", jnp.float32)
     return {"step_s": _time_steps(_optax_step(tx), (params, tx.init(params)), X, Y, repeats, 1)}
 
 
@@ -293,11 +311,37 @@ def kfac_jax_step(hidden, batch, dtype, every, repeats) -> dict:
     return {"step_s": _kfac_jax_time(net, params, X, every, repeats), "state_bytes": state_bytes}
 
 
+def definiteness(net, batch: int, dtype) -> list:
+    """Part D, per layer on the first batch (sampled Fisher, seed 0): the rank-2 KPSVD and K-FAC-corrected systems
+    with +ρI (PCG: iterations, converged, a direction of non-positive curvature met) and with the π-split (entries
+    1 + λ_iμ_j ≤ 0 of :mod:`ntk_ngd.factored.two_term`, of d·m)."""
+    from ntk_ngd import losses
+    from ntk_ngd.damping import Damping
+    from ntk_ngd.factored import features, kpsvd, kron_sum, rearranged, two_term
+
+    params, X = cast(net.init(0), dtype), images(batch, dtype)
+    feats, curv = minibatch.batch_features(net, params, X, X, losses.get("mse"), "sampled", jax.random.PRNGKey(0), 1)
+    tol, rho = TOLERANCES[str(jnp.dtype(dtype))], jnp.asarray(RHO, dtype)
+    settings = factored_form.Settings(power_tol=tol, cg_tol=tol)
+    rows = []
+    for l, (H, D, Dg) in enumerate(zip(feats.inputs, curv, feats.deltas)):
+        A, G = features.kron_factors(H, D)
+        row = {"layer": l, "d": int(H.shape[1]), "m": int(D.shape[-1])}
+        for name, terms in (("kpsvd", rearranged.fit_terms(H, D, 2, "auto", tol, settings.power_maxiter, A)),
+                            ("kfac_cor", kpsvd.kfac_cor_terms((A, G), H, D, None, settings, l))):
+            sol = kron_sum.solve(terms, features.gradient(H, Dg, feats.u), rho, tol, settings.cg_maxiter)
+            inv = two_term.damped_two_term(terms, Damping(rho, True))
+            row[name] = {"cg_iterations": int(sol.iterations), "cg_converged": bool(sol.converged),
+                         "indefinite": bool(sol.indefinite), "pi_clipped": int(inv.clipped)}
+        rows.append(row)
+    return rows
+
+
 def width_sweep(widths, batch, repeats, log) -> dict:
     """{M: {method: seconds}}; a method slower than SLOW_S at one width is not run at the larger ones."""
     X = images(batch, jnp.float32)
     Y = jnp.asarray(jax.nn.one_hot(jnp.arange(batch) % 10, 10), jnp.float32)
-    out, names = {}, ["sgd", *factored_methods()]
+    out, names = {}, ["sgd", *[tag for tag, _, _ in variants()]]
     for M in widths:
         net = mlp(depth=3, width=M, in_dim=784, out_dim=10, activation="relu")
         log(f"  part C: M = {M}: {', '.join(names)}")
@@ -311,15 +355,15 @@ def _width_point(net, X, Y, repeats, names, log) -> dict:
     mse = lambda p, X, Y: 0.5 * jnp.sum((net.apply(p, X) - Y) ** 2) / X.shape[0]  # noqa: E731
     tx = optax.sgd(TIME_LR)
     times = {"sgd": _time_steps(_optax_step(tx, mse), (params, tx.init(params)), X, Y, repeats, 1)}
-    for name in [m for m in names if m != "sgd"]:
-        if name in ITERATIVE:
+    split_of = {tag: (name, split) for tag, name, split in variants()}
+    for tag in [m for m in names if m != "sgd"]:
+        name, split = split_of[tag]
+        if tag.endswith(" CG"):
             BATCH_OF[net.hidden] = X.shape[0]
-            times[name] = _iterative_time(name, net, repeats, log)
+            times[tag] = _iterative_time(name, net, repeats, log, tag)
             continue
-        tx = optax.chain(minibatch.natural_gradient(net, name, RHO, "mse", decay=DECAY, fisher="sampled",
-                                                    **method_options(name, jnp.float32)),
-                         optax.scale_by_learning_rate(TIME_LR))
-        times[name] = _time_steps(_optax_step(tx), (params, tx.init(params)), X, Y, repeats, 1)
+        tx = _natural(net, name, split, jnp.float32)
+        times[tag] = _time_steps(_optax_step(tx), (params, tx.init(params)), X, Y, repeats, 1)
     return times
 
 
@@ -349,10 +393,12 @@ def targets_of(res) -> list:
             rows.append(reported(f"{dtype}: K-FAC / kfac-jax, amortised T_inv={T_INV}", ra, "no target set"))
         r = ratio(t, f"kfac amortised T_inv={T_INV}", "sgd")
         rows.append(target(f"{dtype}: K-FAC amortised T_inv={T_INV} / SGD step", r, "<= 1.5", r <= 1.5))
-        for name in ITERATIVE:
-            r = ratio(t, f"{name} refresh", "kfac refresh")
+        r = ratio(t, f"kfac amortised T_cov=T_inv={T_INV}", "sgd")
+        rows.append(target(f"{dtype}: K-FAC amortised T_cov=T_inv={T_INV} / SGD step", r, "<= 1.5", r <= 1.5))
+        for tag in [tag for tag, name, _ in variants() if name in ITERATIVE]:
+            r = ratio(t, f"{tag} refresh", "kfac refresh")
             if r is not None:
-                rows.append(target(f"{dtype}: {name} / K-FAC step, refresh every step", r, "<= 3", r <= 3))
+                rows.append(target(f"{dtype}: {tag} / K-FAC step, refresh every step", r, "<= 3", r <= 3))
     for name, k in res["part_c_exponents"].items():
         rows.append(reported(f"step time exponent in M, {name}", k, "cost model O(M³) per refresh, O(N·M²) per pass"))
     return rows
@@ -374,6 +420,10 @@ def run(quick: bool = False, out_dir="figures", blas_threads="auto", repeats: in
         res["part_b"][str(jnp.dtype(dtype))] = step_times(net, images(prof["batch"], dtype), dtype, prof["repeats"],
                                                           log=log)
     res["part_c"] = width_sweep(prof["widths"], prof["batch"], prof["repeats"], log)
+    res["part_d"] = {}
+    for dtype in (jnp.float32, jnp.float64):
+        log(f"  part D: definiteness of the Kronecker sums, {jnp.dtype(dtype)}")
+        res["part_d"][str(jnp.dtype(dtype))] = definiteness(net, prof["batch"], dtype)
     res["part_c_exponents"] = {}
     for m in res["part_c"][prof["widths"][0]]:
         ws = [M for M in prof["widths"] if m in res["part_c"][M]]
@@ -395,6 +445,14 @@ def run(quick: bool = False, out_dir="figures", blas_threads="auto", repeats: in
 
 def table_of(res) -> str:
     lines = []
+    for dtype, rows in res.get("part_d", {}).items():
+        lines.append(f"definiteness, {dtype} (per layer d×m: +ρI PCG iterations [converged/indefinite]; π-split "
+                     "entries 1 + λμ ≤ 0):")
+        for r in rows:
+            cells = [f"{n} {r[n]['cg_iterations']} [{'converged' if r[n]['cg_converged'] else 'NOT converged'}"
+                     f"{', indefinite' if r[n]['indefinite'] else ''}], π clipped {r[n]['pi_clipped']}"
+                     for n in ("kpsvd", "kfac_cor")]
+            lines.append(f"  layer {r['layer']} {r['d']}×{r['m']}: " + "; ".join(cells))
     for dtype, part in res["part_b"].items():
         sgd = part["step_s"]["sgd"]
         lines.append(f"step time, {dtype} (s; × SGD):")
@@ -415,9 +473,13 @@ def make_figure(res):
     ax.set_yticks(y + 0.2)
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xscale("log")
+    for j, k in enumerate(labels):
+        if not any(np.isfinite(part["step_s"].get(k, np.nan)) for _, part in parts):
+            ax.text(0.05, j + 0.2, f"did not finish in {ITERATIVE_TIMEOUT_S:.0f} s", fontsize=7, va="center",
+                    transform=ax.get_yaxis_transform())
     ax.set_xlabel("seconds per step (median; amortised: mean over T_inv steps)")
-    ax.set_title(f"step time, {res['config']['net'].split(', activation')[0]}, batch {res['config']['batch']}",
-                 fontsize=9)
+    ax.set_title(f"step time, {res['config']['net'].split(', activation')[0]}, batch {res['config']['batch']}"
+                 "\n(the +ρI \"CG\" rows: float32 only)", fontsize=9)
     ax.legend()
     ax = axes[1]
     widths = sorted(res["part_c"])

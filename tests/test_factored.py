@@ -87,14 +87,52 @@ def test_factored_equals_gram_form(name, depth, bias, out_dim, loss):
 
 @pytest.mark.parametrize("name", FACTORED)
 @pytest.mark.parametrize("loss", tuple(losses.LOSSES))
-def test_factored_equals_dense_reference(name, loss):
-    """P (~100) > N·k: the explicit P×P approximation of ntk_ngd.reference, solved with numpy."""
+@pytest.mark.parametrize("kron_fit", ("gram", "power"))
+def test_factored_equals_dense_reference(name, loss, kron_fit):
+    """P (~100) > N·k: the explicit P×P approximation of ntk_ngd.reference, solved with numpy; the Kronecker
+    sums' terms by either fit (the direct sample-Gram SVD, the power iteration; other methods ignore it)."""
     spec = methods.get(name)
     net, params, X, Y = case(2, True, 3, loss, n=5, width=6, seed=1)
     for opts in option_sets(spec):
-        _, fac = both_forms(net, params, X, Y, loss, spec, opts, 1e-3)
+        _, fac = both_forms(net, params, X, Y, loss, spec, opts, 1e-3, factored.Settings(kron_fit=kron_fit))
         dense = -reference.parameter_update(net, params, X, Y, name, 1.0, 1e-3, loss=loss, **opts)
         assert relative(fac, dense) <= TOL, (opts, relative(fac, dense))
+
+
+def _pi_two_term_dense(block, d, m, terms, rho):
+    """Σ of ntk_ngd/factored/two_term.py built with np.kron from explicit (σ, A, B) terms."""
+    (s1, A1, B1), rest = terms[0], terms[1:]
+    if np.trace(A1) < 0:
+        A1, B1 = -A1, -B1
+    B1 = s1 * B1
+    p = np.sqrt((np.trace(A1) / d) / (np.trace(B1) / m))
+    M = np.kron(A1 + p * np.sqrt(rho) * np.eye(d), B1 + np.sqrt(rho) / p * np.eye(m))
+    return M + sum(s * np.kron(A, B) for s, A, B in rest)
+
+
+@pytest.mark.parametrize("name", [m for m in FACTORED if "pi" in methods.get(m).factored.splits and m != "kfac"])
+@pytest.mark.parametrize("loss", tuple(losses.LOSSES))
+def test_pi_split_kronecker_sums_against_dense_solve(name, loss):
+    """kpsvd (rank 2) / kfac_cor with factored_damping="pi": the first term damped as (A₁ + π√ρ) ⊗ (σ₁B₁ + √ρ/π)
+    plus the second term, built with np.kron from the reference's explicit SVD of the rearranged dense block
+    (kfac_cor: of the remainder F_l − A⊗G) and solved with numpy; control: the +ρI (rule) direction differs."""
+    net, params, X, Y = case(2, True, 3, loss, n=5, width=6, seed=2)
+    rho, spec = 1e-2, methods.get(name)
+    opts = {"rank": 2} if name == "kpsvd" else {}
+    _, fac = both_forms(net, params, X, Y, loss, spec, opts, rho, factored.Settings(factored_damping="pi"))
+    grad = reference.parameter_update(net, params, X, Y, "gd", -1.0, loss=loss)
+    blocks = reference.layer_fisher_blocks(net, params, X, loss=loss)
+    expected = np.zeros_like(grad)
+    for sl, F, (A, G) in zip(reference.layer_slices(net), blocks, reference.kfac_factors(net, params, X, loss=loss)):
+        d, m = A.shape[0], G.shape[0]
+        if name == "kpsvd":
+            terms = reference.kpsvd_terms(F, d, m, 2)
+        else:
+            terms = [(1.0, A, G), *reference.kpsvd_terms(F - np.kron(A, G), d, m, 1)]
+        expected[sl] = np.linalg.solve(_pi_two_term_dense(F, d, m, terms, rho), grad[sl])
+    assert relative(fac, expected) <= TOL
+    rule, _ = both_forms(net, params, X, Y, loss, spec, opts, rho)
+    assert relative(rule, expected) > 1e-6  # another damping: a negative control
 
 
 @pytest.mark.parametrize("loss", tuple(losses.LOSSES))
@@ -131,18 +169,46 @@ def test_ngd_factored_step_equals_gram_step_under_jit():
     assert relative(steps["factored"], steps["gram"]) <= TOL
 
 
-def test_iterative_solves_converge_below_their_limits():
-    """kfac_cor: the power iteration and CG stop on their tolerance, not on maxiter (state the counts)."""
+@pytest.mark.parametrize("kron_fit", ("gram", "power"))
+def test_iterative_solves_converge_below_their_limits(kron_fit):
+    """kfac_cor: the fit (the power iteration, or the direct fit's reported residual) and CG stop on their
+    tolerance, not on maxiter, on a positive-definite system."""
     from ntk_ngd.factored import features, kpsvd, kron_sum
 
     net, params, X, Y = case(2, True, 3, "mse")
     feats = features.whitened_features(net, params, jnp.asarray(X), jnp.asarray(Y), losses.get("mse"))
-    s = factored.Settings()
+    s = factored.Settings(kron_fit=kron_fit)
     for l, (H, d) in enumerate(zip(feats.inputs, feats.deltas)):
         terms = kpsvd.kfac_cor_terms(features.kron_factors(H, d), H, d, None, s, l)
         assert int(terms.iterations) < s.power_maxiter and float(terms.residual) <= s.power_tol
         sol = kron_sum.solve(terms, features.gradient(H, d, feats.u), 1e-3, s.cg_tol, s.cg_maxiter)
         assert int(sol.iterations) < s.cg_maxiter and float(sol.residual) <= s.cg_tol
+        assert bool(sol.converged)
+
+
+def test_cg_on_an_indefinite_kronecker_sum_solves_it_and_says_so():
+    """A rank-2 Kronecker SVD of a PSD block that is indefinite beyond the damping (random nonnegative inputs,
+    Gaussian signals; checked with numpy): PCG still solves it (against numpy's dense solve of the same matrix)
+    and reports ``indefinite``; stopped at maxiter = 2 it reports ``converged=False`` and returns the first
+    term's exact inverse. Control: ρ above the most negative eigenvalue makes it definite: no flag."""
+    from ntk_ngd.factored import kron_sum, rearranged
+
+    rng = np.random.default_rng(0)
+    H, D = jnp.asarray(np.abs(rng.normal(size=(64, 12)))), jnp.asarray(rng.normal(size=(64, 1, 10)))
+    grad = jnp.asarray(rng.normal(size=(12, 10)))
+    terms = rearranged.fit_gram(H, D, 2)
+    S = sum(float(s) * np.kron(np.asarray(A), np.asarray(B)) for s, A, B in zip(terms.sig, terms.A, terms.B))
+    lowest, rho = np.linalg.eigvalsh(S).min(), 1e-3
+    assert lowest < -10 * rho  # indefinite beyond the damping
+    sol = kron_sum.solve(terms, grad, rho, 1e-12, 2000)
+    assert bool(sol.indefinite) and bool(sol.converged)
+    expected = np.linalg.solve(S + rho * np.eye(S.shape[0]), np.asarray(grad).ravel()).reshape(grad.shape)
+    assert relative(np.ravel(sol.X), np.ravel(expected)) <= 1e-8
+    short = kron_sum.solve(terms, grad, rho, 1e-12, 2)
+    assert not bool(short.converged)
+    np.testing.assert_allclose(short.X, kron_sum.first_term_inverse(terms, rho)(grad), rtol=1e-12)
+    definite = kron_sum.solve(terms, grad, -2 * lowest, 1e-12, 2000)
+    assert bool(definite.converged) and not bool(definite.indefinite)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +229,10 @@ def test_one_line_errors():
         optim.natural_gradient(net, "ekfac", form="factored", factored_damping="pi")
     with pytest.raises(ValueError, match="unknown factored_damping .half.; choose one of: rule, pi"):
         optim.natural_gradient(net, "kfac", form="factored", factored_damping="half")
+    with pytest.raises(ValueError, match="factored_damping='pi' inverts at most 2 Kronecker terms exactly, got rank=3"):
+        optim.natural_gradient(net, "kpsvd", form="factored", factored_damping="pi", rank=3)
+    with pytest.raises(ValueError, match="unknown kron_fit 'svd'; choose one of: auto, gram, power"):
+        optim.natural_gradient(net, "kpsvd", form="factored", kron_fit="svd")
     with pytest.raises(ValueError, match="cg_tol must be > 0"):
         optim.natural_gradient(net, "kfac_cor", form="factored", cg_tol=0.0)
     with pytest.raises(ValueError, match="cg_maxiter must be"):

@@ -31,7 +31,8 @@ def inverse(stats, H, delta, ctx, settings, l):
     A, G = stats
     UA, UG = linalg.eigh_sym(A)[1], linalg.eigh_sym(G)[1]
     s = second_moments(H, delta, UA, UG)
-    w = linalg.inverse_eigenvalues(s.reshape(-1), ctx.damping.value, ctx.rcond).reshape(s.shape)
+    rcond = linalg.kron_rcond(*s.shape, s.dtype) if ctx.rcond is None else ctx.rcond
+    w = linalg.inverse_eigenvalues(s.reshape(-1), ctx.damping.value, rcond).reshape(s.shape)
     return UA, UG, w
 
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from .. import _validate
 from ..damping import Damping
 from .features import gradient, whitened_features
+from .rearranged import FITS
 
 FORMS = ("gram", "factored")
 #: damping splits of the factored form: the method's own Gram-form rule, or Martens–Grosse's π-split
@@ -35,11 +36,15 @@ class Settings:
     """Options of the factored form (hashable, static under jit).
 
     ``factored_damping``: "rule" (default: the method's Gram-form damping, so both forms agree) or "pi"
-    (Martens–Grosse (A + π√ρ) ⊗ (G + √ρ/π), K-FAC only). ``cg_tol``/``cg_maxiter``: preconditioned CG for
+    (Martens–Grosse (A + π√ρ) ⊗ (G + √ρ/π) for K-FAC; for kpsvd/kfac_cor on the first term, with the exact
+    two-term inverse of :mod:`.two_term`). ``cg_tol``/``cg_maxiter``: preconditioned CG for
     Kronecker sums of ≥ 2 terms (stop at ||r|| ≤ tol·||b||). ``power_tol``/``power_maxiter``: the block power
-    iteration on the rearranged layer block (stop when every Ritz pair has residual ≤ tol·σ_1)."""
+    iteration on the rearranged layer block (stop when every Ritz pair has residual ≤ tol·σ_1). ``kron_fit``:
+    how kpsvd/kfac_cor fit their Kronecker terms, "auto" (the direct sample-Gram SVD when it is cheaper, else the
+    power iteration), "gram" or "power" (:mod:`.rearranged`)."""
 
     factored_damping: str = "rule"
+    kron_fit: str = "auto"
     cg_tol: float = 1e-13
     cg_maxiter: int = 2000
     power_tol: float = 1e-13
@@ -57,11 +62,14 @@ class FactoredForm:
     inverse: Callable[..., Any]
     apply: Callable[..., Any]
     splits: tuple[str, ...] = ("rule",)
+    #: ``check(settings, options)``: a one-line ValueError for settings the form cannot honour with these options
+    check: Callable[..., None] | None = None
 
 
 def _check_settings(values: dict) -> Settings:
     s = Settings(**values)
     _validate.choice("factored_damping", s.factored_damping, SPLITS)
+    _validate.choice("kron_fit", s.kron_fit, FITS)
     for name in ("cg_tol", "power_tol"):
         if not _validate.nonnegative(name, getattr(s, name)) > 0:
             raise ValueError(f"{name} must be > 0, got {getattr(s, name)!r}")
@@ -95,6 +103,8 @@ def split_options(spec, form: str, options: dict) -> tuple[Settings | None, dict
     if settings.factored_damping not in spec.factored.splits:
         raise ValueError(f"factored_damping={settings.factored_damping!r} is not defined for method {spec.name!r} "
                          f"(its damping splits: {', '.join(spec.factored.splits)})")
+    if spec.factored.check is not None:
+        spec.factored.check(settings, rest)
     return settings, rest
 
 

@@ -13,7 +13,8 @@ sampled from the model (``"sampled"``: ξ ~ the model, seeded by (seed, step), S
 G_t = (1/(N·S)) Σ_{n,s} (Σ_j ξ_{njs}δ̃_{n,j})(…)ᵀ with E[G_t] the exact G), or the per-sample loss gradients
 (``"empirical"``: the empirical Fisher's Kronecker factors). The gradient is always the batch's exact one. Every signal is one reverse pass of an output cotangent
 (:func:`.features.reverse_signals`): 1 + S passes a step for the sampled Fisher, 1 for the empirical one, 1 + k for
-the exact one (k = C for MSE), never C per sample unless the exact Fisher is asked for.
+the exact one (k = C for MSE), never C per sample unless the exact Fisher is asked for; a step that refreshes
+neither statistics nor preconditioners skips the S (or k) curvature passes (one reverse pass, as backprop).
 With decay = 0 and T_cov = T_inv = 1 every step is the full-batch factored direction on its batch.
 """
 from __future__ import annotations
@@ -62,15 +63,22 @@ def cotangents(whitening, f, fisher: str, loss, key, samples: int):
     return grad, _output_rows(whitening, jnp.swapaxes(xi, 1, 2))
 
 
-def batch_features(net, params, X, Y, loss, fisher: str, key, samples: int):
+def batch_features(net, params, X, Y, loss, fisher: str, key, samples: int, need_curvature=True):
     """(:class:`.features.Features` of the gradient (u = 1, δ̃ = V (N, 1, m)), the curvature's signals per layer
-    (N, S', m)) from one forward and 1 + S' reverse passes (C + 1 for the whitened Fisher)."""
+    (N, S', m)) from one forward and 1 + S' reverse passes (C + 1 for the whitened Fisher). ``need_curvature``
+    (a traced bool): False skips the S' passes (zeros instead), for the steps that refresh nothing."""
     f, inputs, signals = reverse_signals(net, params, X)
     whitening = loss.whiten(f, Y)
     grad, curv = cotangents(whitening, f, fisher, loss, key, samples)
-    both = signals(grad if fisher == "empirical" else jnp.concatenate([grad, curv], axis=1))
-    grad_signals = tuple(d[:, :1] for d in both)
-    curv_signals = grad_signals if fisher == "empirical" else tuple(d[:, 1:] for d in both)
+    grad_signals = signals(grad)
+    if fisher == "empirical":
+        curv_signals = grad_signals
+    elif need_curvature is True:
+        curv_signals = signals(curv)
+    else:
+        shapes = jax.eval_shape(lambda: signals(curv))
+        curv_signals = jax.lax.cond(need_curvature, lambda: signals(curv),
+                                    lambda: tuple(jnp.zeros(x.shape, x.dtype) for x in shapes))
     ones = jnp.ones((X.shape[0], 1), f.dtype)
     return Features(inputs, grad_signals, ones, f, whitening), curv_signals
 
@@ -117,13 +125,13 @@ def natural_gradient(net, method: str = "kfac", damping=1e-3, loss: str = "mse",
             raise ValueError("the mini-batch natural gradient needs params: tx.update(grads, state, params, batch=(X, Y))")
         X, Y = jnp.asarray(batch[0]), jnp.asarray(batch[1])
         key = jax.random.fold_in(jax.random.PRNGKey(seed), state.count)
-        feats, curv = batch_features(net, params, X, Y, loss, fisher, key, samples)
-        ctx = context(net, opts, damping, rcond, X.shape[0], feats)
         first = state.count == 0
-        stats = jax.lax.cond((state.count % cov_every == 0) | first,
+        cov_refresh, refresh = (state.count % cov_every == 0) | first, (state.count % inv_every == 0) | first
+        feats, curv = batch_features(net, params, X, Y, loss, fisher, key, samples, cov_refresh | refresh)
+        ctx = context(net, opts, damping, rcond, X.shape[0], feats)
+        stats = jax.lax.cond(cov_refresh,
                              lambda: _averaged(form, feats.inputs, curv, ctx, state.stats, jnp.where(first, 0.0, decay)),
                              lambda: state.stats)
-        refresh = (state.count % inv_every == 0) | first
         inverses = jax.lax.cond(refresh, lambda: tuple(form.inverse(s, H, D, ctx, settings, l) for l, (s, H, D)
                                                        in enumerate(zip(stats, feats.inputs, curv))),
                                 lambda: state.inverses)

@@ -11,6 +11,17 @@ A ← orth(RB), then the SVD of the k × k matrix ⟨A_i, RB_j⟩ rotates both b
 every pair has ||RᵀA_i − σ_iB_i||_F ≤ tol·max(σ_1, scale) or after ``maxiter`` rounds (``scale``: the size of
 the block being fitted, for a remainder whose top σ may be 0, e.g. the readout's exact A ⊗ I). The terms σ_iA_i ⊗ B_i
 (||A_i||_F = ||B_i||_F = 1) are the same as an explicit SVD's up to the sign of each (A_i, B_i) pair.
+
+Direct (:func:`fit_gram`): R(F_l) = U C Vᵀ with the columns u_n = vec(h̃_nh̃_nᵀ), v_n = vec(S_n) and C = I/N
+(``minus``: one more column vec(A₀), vec(B₀) each and C = diag(I/N, −c)), so its rank is ≤ N (+1) and its SVD
+is that of a small matrix. With the Grams G_U = UᵀU ((G_U)_nm = (h̃_nᵀh̃_m)², u_nᵀvec A₀ = h̃_nᵀA₀h̃_n) and
+G_V = VᵀV ((G_V)_nm = Σ_{j,j'}(δ̃_{n,j}ᵀδ̃_{m,j'})²) factored as G = EΛEᵀ, U = Q_UΛ_U^{1/2}E_Uᵀ with Q_U
+orthonormal, and R = Q_U M Q_Vᵀ, M = Λ_U^{1/2}E_UᵀCE_VΛ_V^{1/2}. The SVD M = WΣZᵀ gives σ_i = Σ_ii and
+A_i = U a_i, B_i = V b_i with a_i = E_UΛ_U^{-1/2}w_i, b_i = E_VΛ_V^{-1/2}z_i (directions of G below
+size·eps·λ_max dropped: they carry none of R). Cost O(N²d + (Nk)²m + N³ + rank·N(d² + k m²)), about one round of
+the power iteration, and no tolerance; its memory is the (N·k)² Gram of the signals, so ``fit_terms`` takes it
+when that is small against the power iteration's work (``kron_fit="auto"``). The residual
+||RᵀA_i − σ_iB_i||_F/σ_1 it reports is computed in the same coordinates: RᵀA_i = V(CᵀG_Ua_i).
 """
 from __future__ import annotations
 
@@ -94,4 +105,93 @@ def fit(H, delta, rank: int, tol: float, maxiter: int, start, minus=None, scale=
     return KroneckerTerms(sig, A, B, it, res)
 
 
-__all__ = ["KroneckerTerms", "apply_r", "apply_rt", "fit"]
+def _u_gram(H, A0):
+    """G_U: (h̃_nᵀh̃_m)², and with A₀ the column vec(A₀) appended (module docstring)."""
+    G = (H @ H.T) ** 2
+    if A0 is None:
+        return G
+    w = jnp.einsum("nd,de,ne->n", H, A0, H)
+    return jnp.block([[G, w[:, None]], [w[None, :], jnp.sum(A0**2)[None, None]]])
+
+
+def _v_gram(delta, B0):
+    """G_V: Σ_{j,j'}(δ̃_{n,j}ᵀδ̃_{m,j'})², and with B₀ the column vec(B₀) appended."""
+    n, k, _ = delta.shape
+    P = jnp.einsum("njm,pqm->njpq", delta, delta)
+    G = jnp.sum(P**2, axis=(1, 3))
+    if B0 is None:
+        return G
+    z = jnp.einsum("njm,mp,njp->n", delta, B0, delta)
+    return jnp.block([[G, z[:, None]], [z[None, :], jnp.sum(B0**2)[None, None]]])
+
+
+def _root_and_inverse_root(G):
+    """(EΛ^{1/2}, EΛ^{-1/2}) of a PSD Gram, eigenvalues below size·eps·λ_max dropped (zero columns)."""
+    lam, E = jnp.linalg.eigh(G)
+    kept = lam > G.shape[0] * jnp.finfo(G.dtype).eps * jnp.max(lam)
+    root = jnp.sqrt(jnp.where(kept, lam, 0.0))
+    return E * root, E * jnp.where(kept, 1.0 / jnp.where(kept, root, 1.0), 0.0)
+
+
+def _combine(rows, coef, extra):
+    """Σ_n coef_{n,i} Σ_j r_{n,j}r_{n,j}ᵀ (+ coef_{N,i}·extra): the matrices of the coordinates ``coef`` (N (+1), i)
+    in the columns u_n or v_n (rows (N, k, ·))."""
+    n = rows.shape[0]
+    out = jnp.einsum("ni,njm,njp->imp", coef[:n], rows, rows)
+    return out if extra is None else out + coef[n][:, None, None] * extra
+
+
+def fit_gram(H, delta, rank: int, minus=None, scale=0.0) -> KroneckerTerms:
+    """The top-``rank`` Kronecker terms of R(F_l) (or of the remainder with ``minus``) from the SVD of the small
+    matrix M (module docstring, "Direct"); the same terms as :func:`fit` (up to each pair's sign), with
+    iterations 0; ``residual`` relative to max(σ_1, ``scale``) as in :func:`fit`. Terms beyond R's rank N (+1)
+    have σ = 0 and zero factors."""
+    n, k, m = delta.shape
+    d = H.shape[1]
+    size = max(1, min(rank, d * d, m * m))
+    A0, B0, c = (None, None, None) if minus is None else (minus[1], minus[2], minus[0])
+    GU, GV = _u_gram(H, A0), _v_gram(delta, B0)
+    core = jnp.full(GU.shape[0], 1.0 / n, H.dtype)
+    if minus is not None:
+        core = core.at[-1].set(-c)
+    rootU, invU = _root_and_inverse_root(GU)
+    rootV, invV = _root_and_inverse_root(GV)
+    W, sig, Zt = jnp.linalg.svd((rootU.T * core) @ rootV)
+    take = min(size, sig.shape[0])
+    a, b, sig = invU @ W[:, :take], invV @ Zt[:take].T, sig[:take]
+    flip = jnp.where(jnp.einsum("n,ni->i", jnp.einsum("nd,nd->n", H, H), a[:n]) < 0, -1.0, 1.0)  # tr A_i ≥ 0
+    a, b = a * flip, b * flip
+    A, B = _combine(H[:, None], a, A0), _combine(delta, b, B0)
+    RtA_minus_sigB = _combine(delta, core[:, None] * (GU @ a) - sig * b, B0)  # RᵀA_i = V(C G_U a_i)
+    res = jnp.max(jnp.sqrt(jnp.sum(RtA_minus_sigB**2, axis=(1, 2)))) / jnp.maximum(jnp.maximum(sig[0], scale), 1e-300)
+    if take < size:
+        pad = size - take
+        sig = jnp.concatenate([sig, jnp.zeros(pad, sig.dtype)])
+        A = jnp.concatenate([A, jnp.zeros((pad, d, d), A.dtype)])
+        B = jnp.concatenate([B, jnp.zeros((pad, m, m), B.dtype)])
+    return KroneckerTerms(sig, A, B, jnp.asarray(0), res)
+
+
+#: fits of the Kronecker terms: "power" (:func:`fit`), "gram" (:func:`fit_gram`), "auto" (by cost, :func:`fit_terms`)
+FITS = ("auto", "gram", "power")
+#: "auto" takes the direct fit when its Gram work is below this many power-iteration rounds (and it fits memory)
+GRAM_ROUNDS = 10
+GRAM_MAX_ENTRIES = 1 << 24
+
+
+def gram_is_cheaper(n: int, k: int, d: int, m: int, rank: int) -> bool:
+    """``kron_fit="auto"``: the direct fit when (N·k)² ≤ GRAM_MAX_ENTRIES and its work, (N·k)²m + N²d + N³,
+    is at most GRAM_ROUNDS rounds of the power iteration's 2·rank·N(d² + k·m²)."""
+    gram = (n * k) ** 2 * m + n * n * d + n**3
+    return (n * k) ** 2 <= GRAM_MAX_ENTRIES and gram <= GRAM_ROUNDS * 2 * rank * n * (d * d + k * m * m)
+
+
+def fit_terms(H, delta, rank: int, how: str, tol: float, maxiter: int, start, minus=None, scale=0.0) -> KroneckerTerms:
+    """The top-``rank`` terms by ``how`` in :data:`FITS` (shapes are static, so "auto" is decided at trace time)."""
+    n, k, m = delta.shape
+    if how == "gram" or (how == "auto" and gram_is_cheaper(n, k, H.shape[1], m, rank)):
+        return fit_gram(H, delta, rank, minus, scale)
+    return fit(H, delta, rank, tol, maxiter, start, minus, scale)
+
+
+__all__ = ["FITS", "KroneckerTerms", "apply_r", "apply_rt", "fit", "fit_gram", "fit_terms", "gram_is_cheaper"]
