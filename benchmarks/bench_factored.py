@@ -51,7 +51,8 @@ import numpy as np
 import optax
 
 import ntk_ngd  # noqa: F401  (float64)
-from ntk_ngd import datasets, peers, plotting
+from ntk_ngd import datasets, methods, peers, plotting
+from ntk_ngd.factored import kpsvd
 from ntk_ngd.factored import form as factored_form
 from ntk_ngd.factored import minibatch
 from ntk_ngd.networks import mlp
@@ -75,7 +76,7 @@ PROFILES = {
 TOLERANCES = {"float32": 1e-5, "float64": 1e-10}
 #: the Kronecker-sum methods (iterative fits and solves): measured once per size (refresh every step, float32 only
 #: on the autoencoder), and not at larger widths once a step takes longer than SLOW_S
-ITERATIVE = ("kpsvd", "kfac_cor")
+ITERATIVE = tuple(m.name for m in methods.registered() if kpsvd.is_kronecker_sum(m.factored))
 SLOW_S = 10.0
 #: wall limit of one Kronecker-sum case (its own process: compile, warm-up and timed steps)
 ITERATIVE_TIMEOUT_S = 360.0

@@ -21,6 +21,7 @@ import pytest
 import ntk_ngd as nn
 from ntk_ngd import factored, losses, methods, optim, reference
 from ntk_ngd.damping import Damping
+from ntk_ngd.factored import kpsvd as kron_sums
 
 TOL = 1e-8
 DAMPINGS = (1e-3, 1e-1)
@@ -110,7 +111,7 @@ def _pi_two_term_dense(block, d, m, terms, rho):
     return M + sum(s * np.kron(A, B) for s, A, B in rest)
 
 
-@pytest.mark.parametrize("name", [m for m in FACTORED if "pi" in methods.get(m).factored.splits and m != "kfac"])
+@pytest.mark.parametrize("name", [m for m in FACTORED if kron_sums.is_kronecker_sum(methods.get(m).factored)])
 @pytest.mark.parametrize("loss", tuple(losses.LOSSES))
 def test_pi_split_kronecker_sums_against_dense_solve(name, loss):
     """kpsvd (rank 2) / kfac_cor with factored_damping="pi": the first term damped as (A₁ + π√ρ) ⊗ (σ₁B₁ + √ρ/π)
@@ -350,7 +351,7 @@ def test_float32_steps_stay_float32(name):
 
     net = nn.mlp(depth=3, width=8, in_dim=4, out_dim=3, activation="erf")
     X, Y = _batches(net, "mse", count=1)[0]
-    opts = {"power_tol": 1e-6, "cg_tol": 1e-6} if name in ("kpsvd", "kfac_cor") else {}
+    opts = {"power_tol": 1e-6, "cg_tol": 1e-6}  # (used by the Kronecker sums, ignored by the others)
     steps = {}
     for fisher in ("sampled", "whitened"):  # (the sampled scores differ between dtypes: compare the exact Fisher)
         for dtype in (jnp.float32, jnp.float64):

@@ -60,7 +60,12 @@ def check_rank(settings, options):
                          "pass rank <= 2 or factored_damping='rule' (CG)")
 
 
+def is_kronecker_sum(form) -> bool:
+    """Whether a factored form solves a fitted Kronecker sum (this module's ``apply``: kpsvd, kfac_cor)."""
+    return form is not None and form.apply is apply
+
+
 KPSVD = FactoredForm(statistics, inverse_of(kpsvd_terms), apply, splits=("rule", "pi"), check=check_rank)
 KFAC_COR = FactoredForm(statistics, inverse_of(kfac_cor_terms), apply, splits=("rule", "pi"))
 
-__all__ = ["KFAC_COR", "KPSVD", "inverse_of", "kfac_cor_terms", "kpsvd_terms"]
+__all__ = ["KFAC_COR", "KPSVD", "inverse_of", "is_kronecker_sum", "kfac_cor_terms", "kpsvd_terms"]

@@ -30,6 +30,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import linalg
+
 
 class KroneckerTerms(NamedTuple):
     """Σ_i sig_i A_i ⊗ B_i: sig (k,), A (k, d, d), B (k, m, m); ``iterations`` and ``residual`` of the fit."""
@@ -125,14 +127,6 @@ def _v_gram(delta, B0):
     return jnp.block([[G, z[:, None]], [z[None, :], jnp.sum(B0**2)[None, None]]])
 
 
-def _root_and_inverse_root(G):
-    """(EΛ^{1/2}, EΛ^{-1/2}) of a PSD Gram, eigenvalues below size·eps·λ_max dropped (zero columns)."""
-    lam, E = jnp.linalg.eigh(G)
-    kept = lam > G.shape[0] * jnp.finfo(G.dtype).eps * jnp.max(lam)
-    root = jnp.sqrt(jnp.where(kept, lam, 0.0))
-    return E * root, E * jnp.where(kept, 1.0 / jnp.where(kept, root, 1.0), 0.0)
-
-
 def _combine(rows, coef, extra):
     """Σ_n coef_{n,i} Σ_j r_{n,j}r_{n,j}ᵀ (+ coef_{N,i}·extra): the matrices of the coordinates ``coef`` (N (+1), i)
     in the columns u_n or v_n (rows (N, k, ·))."""
@@ -154,8 +148,8 @@ def fit_gram(H, delta, rank: int, minus=None, scale=0.0) -> KroneckerTerms:
     core = jnp.full(GU.shape[0], 1.0 / n, H.dtype)
     if minus is not None:
         core = core.at[-1].set(-c)
-    rootU, invU = _root_and_inverse_root(GU)
-    rootV, invV = _root_and_inverse_root(GV)
+    rootU, invU = linalg.gram_factor(GU)  # (EΛ^{1/2}, EΛ^{-1/2}), size·eps cut
+    rootV, invV = linalg.gram_factor(GV)
     W, sig, Zt = jnp.linalg.svd((rootU.T * core) @ rootV)
     take = min(size, sig.shape[0])
     a, b, sig = invU @ W[:, :take], invV @ Zt[:take].T, sig[:take]
