@@ -22,6 +22,7 @@ points at the first bad evaluation (the same rule as :func:`ntk_ngd.trajectory.f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 import warnings
@@ -95,7 +96,9 @@ class _Curves:
         return np.asarray(values, dtype=float)
 
 
+@functools.lru_cache(maxsize=16)
 def _step_fn(net, loss, tx):
+    """The jitted step of ``tx`` (cached: runs of the same optimiser object on other seeds compile once)."""
     tx = optax.with_extra_args_support(tx)
 
     def batch_loss(params, X, Y):
@@ -126,9 +129,12 @@ def fit(net, params, X, Y, optimizer, *, loss: str = "mse", epochs: int = 1, bat
     if (Y_test is None) != (X_test is None):
         raise ValueError("pass X_test and Y_test together (or neither)")
     plan = schedule(prob.n, batch_size, epochs, eval_every)
-    X, Y = jnp.asarray(prob.X), jnp.asarray(prob.targets)
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype  # data in the parameters' precision (float32 training)
+    X, Y = jnp.asarray(prob.X, dtype), jnp.asarray(prob.targets)
+    Y = Y.astype(dtype) if jnp.issubdtype(Y.dtype, jnp.floating) else Y
     tx, step = _step_fn(net, prob.loss, optimizer)
-    curves = _Curves(prob.loss, X, Y, None if Yt is None else jnp.asarray(prob.X_test), None if Yt is None else jnp.asarray(Yt))
+    curves = _Curves(prob.loss, X, Y, None if Yt is None else jnp.asarray(prob.X_test, dtype),
+                     None if Yt is None else jnp.asarray(Yt).astype(Y.dtype))
     start = time.perf_counter()
     initial = curves.record(net, params, 0, 0.0, 0.0)
     state, rel, diverged_at = tx.init(params), [], None

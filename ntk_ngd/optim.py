@@ -175,3 +175,8 @@ def ngd(net: Network, learning_rate, method: str = "exact", damping=0.0, loss: s
 
 __all__ = ["NaturalGradientState", "TRUST_METRICS", "TrustRegionState", "direction", "natural_gradient", "ngd",
            "tildes_to_tree", "trust_region"]
+
+# the online deep-linear natural gradient (imported last: ntk_ngd.factored.minibatch imports tildes_to_tree from here)
+from .factored.online import online_natural_gradient, online_ngd  # noqa: E402
+
+__all__ += ["online_natural_gradient", "online_ngd"]

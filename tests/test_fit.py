@@ -105,3 +105,18 @@ def test_one_line_errors():
         minibatch.natural_gradient(net, "kfac", decay=1.0)
     with pytest.raises(ValueError, match="inv_every"):
         minibatch.natural_gradient(net, "kfac", inv_every=0)
+
+
+@pytest.mark.parametrize("method", ["kfac", "diag"])
+def test_float32_parameters_train_in_float32_with_float64_data(method):
+    """float32 parameters and float64 data (the default under x64): the loop and the mini-batch state run in the
+    parameters' precision (the first autoencoder run failed inside jax.lax.cond: float64 statistics against the
+    float32 state). Independent check: the float32 run is close to the float64 run of the same optimiser."""
+    net, params, X, Y = problem()
+    tx = optax.chain(minibatch.natural_gradient(net, method, 1e-2, "mse", decay=0.9, inv_every=2),
+                     optax.scale_by_learning_rate(0.1))
+    p32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), params)
+    tr32 = nn.fit(net, p32, X, Y, tx, epochs=3, batch_size=8)
+    tr64 = nn.fit(net, params, X, Y, tx, epochs=3, batch_size=8)
+    assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(tr32.params))
+    assert np.allclose(tr32.train_loss, tr64.train_loss, rtol=1e-4), (tr32.train_loss, tr64.train_loss)

@@ -18,6 +18,8 @@ EXPERIMENTS = (
     "fisher_variance",
     "mnist_one_step",
     "continual",
+    "online_ng",
+    "autoencoder",
 )
 
 PROFILES = ("tiny", "quick", "full")

@@ -123,7 +123,8 @@ def natural_gradient(net, method: str = "kfac", damping=1e-3, loss: str = "mse",
         del updates, extra
         if params is None:
             raise ValueError("the mini-batch natural gradient needs params: tx.update(grads, state, params, batch=(X, Y))")
-        X, Y = jnp.asarray(batch[0]), jnp.asarray(batch[1])
+        dtype = jax.tree_util.tree_leaves(params)[0].dtype  # the step in the parameters' precision (as the state)
+        X, Y = jnp.asarray(batch[0], dtype), _in_precision(batch[1], dtype)
         key = jax.random.fold_in(jax.random.PRNGKey(seed), state.count)
         first = state.count == 0
         cov_refresh, refresh = (state.count % cov_every == 0) | first, (state.count % inv_every == 0) | first
@@ -141,6 +142,12 @@ def natural_gradient(net, method: str = "kfac", damping=1e-3, loss: str = "mse",
         return tildes_to_tree(net, params, tildes), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _in_precision(Y, dtype):
+    """Floating targets in ``dtype`` (integer class labels stay integers)."""
+    Y = jnp.asarray(Y)
+    return Y.astype(dtype) if jnp.issubdtype(Y.dtype, jnp.floating) else Y
 
 
 def _fan_ins(net):
