@@ -18,6 +18,7 @@ EXPERIMENTS = (
     "fisher_variance",
     "mnist_one_step",
     "continual",
+    "ief_optimiser",
     "online_ng",
     "autoencoder",
 )
