@@ -17,12 +17,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _validate
+from .. import _validate, losses
 from ..kernels import layer_features
 
 
-def check_tasks(net, tasks) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Float64 ``(X, Y)`` pairs with the network's input and output dimensions (one-line ValueError otherwise)."""
+def check_loss(loss) -> losses.Loss:
+    """The loss of a task sequence: "mse" or "cross_entropy" (one-line ValueError otherwise)."""
+    if isinstance(loss, losses.Loss):
+        return loss
+    if loss not in losses.LOSSES:
+        raise ValueError(f"loss={loss!r} is not supported by ntk_ngd.continual; pass loss='mse' or "
+                         "loss='cross_entropy'")
+    return losses.LOSSES[loss]
+
+
+def check_tasks(net, tasks, loss="mse") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Float64 ``(X, Y)`` pairs with the network's input and output dimensions (one-line ValueError otherwise).
+    ``loss="cross_entropy"``: Y are class labels (N,) in 0..C−1 or (N, C) probability rows (one-hot), returned
+    as (N, C) rows."""
+    loss = check_loss(loss)
     try:
         tasks = [(X, Y) for X, Y in tasks]
     except (TypeError, ValueError):
@@ -36,6 +49,12 @@ def check_tasks(net, tasks) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for t, (X, Y) in enumerate(tasks):
         X = np.asarray(net.check_inputs(X, f"task {t} X"), float)
+        if loss is losses.CROSS_ENTROPY:
+            try:
+                out.append((X, loss.check_targets(Y, X.shape[0], net.out_dim)))
+            except ValueError as err:
+                raise ValueError(f"task {t}: {err}") from None
+            continue
         Y = np.asarray(Y)
         Y = Y.reshape(-1, 1) if Y.ndim == 1 and net.out_dim == 1 else Y
         Y = np.asarray(_validate.finite_matrix(f"task {t} Y", Y, cols=net.out_dim, rows=X.shape[0]), float)
@@ -79,9 +98,11 @@ class Stored:
         return 0 if not self.inputs else int(self.inputs[0].shape[0])
 
     @classmethod
-    def empty(cls, net) -> "Stored":
+    def empty(cls, net, rows: int | None = None) -> "Stored":
+        """No stored rows; ``rows`` per sample (default C; cross-entropy: C − 1)."""
+        k = net.out_dim if rows is None else rows
         return cls(tuple(jnp.zeros((0, fi + int(net.bias))) for fi in net.fan_in),
-                   tuple(jnp.zeros((0, net.out_dim, fo)) for fo in net.fan_out))
+                   tuple(jnp.zeros((0, k, fo)) for fo in net.fan_out))
 
     def concat(self, other: "Stored") -> "Stored":
         return Stored(tuple(jnp.concatenate([a, b]) for a, b in zip(self.inputs, other.inputs)),
@@ -95,10 +116,28 @@ class Stored:
         return cls(*children)
 
 
-def store(net, params, X) -> Stored:
-    """The Jacobian rows of X at ``params`` (Kronecker form): what an old task leaves behind."""
+def store(net, params, X, loss="mse") -> Stored:
+    """The Jacobian rows of X at ``params`` (Kronecker form): what an old task leaves behind. Cross-entropy: the
+    C − 1 rows (I ⊗ Vᵀ)J of the logits modulo 1_C (V = :func:`ntk_ngd.losses.null_basis`, the directions the
+    softmax sees; every projection depends only on their span, docs/THEORY.md "Continual learning with
+    cross-entropy")."""
     inputs, deltas = layer_features(net, params, jnp.asarray(X))
+    if check_loss(loss) is losses.CROSS_ENTROPY:
+        V = losses.null_basis(net.out_dim, deltas[0].dtype)
+        deltas = [jnp.einsum("ck,ncm->nkm", V, d) for d in deltas]
     return Stored(tuple(inputs), tuple(deltas))
 
 
-__all__ = ["Stored", "check_memory", "check_tasks", "offsets", "protected_samples", "store"]
+def store_metric_rows(net, params, X, loss="mse", offset=None) -> Stored:
+    """The rows a task's *metric* is built from, frozen at its end (``ong_old_factors``): the whitened Jacobian
+    rows R_nJ_n at the logits f(X; params) − ``offset`` (cross-entropy; MSE: J itself)."""
+    inputs, deltas, f = layer_features(net, params, jnp.asarray(X), with_outputs=True)
+    loss = check_loss(loss)
+    if loss is losses.CROSS_ENTROPY:
+        f = f if offset is None else f - offset
+        R = losses.whitening(f, jnp.zeros_like(f).at[:, 0].set(1.0))[0]  # R depends on the logits only
+        deltas = [jnp.einsum("nkc,ncm->nkm", R, d) for d in deltas]
+    return Stored(tuple(inputs), tuple(deltas))
+
+
+__all__ = ["Stored", "check_loss", "check_memory", "check_tasks", "offsets", "protected_samples", "store", "store_metric_rows"]

@@ -23,17 +23,28 @@ S_b = JM_b⁻¹MM_b⁻¹Jᵀ:
 | ong_euclidean | M⁻¹J_Aᵀ | K | K² | K² | ≠ 0 (claim 4a: Euclidean projection against natural directions) |
 | fisher_orthogonal | J_Aᵀ | Θ̂ | F | Θ̂ | ≠ 0 (claim 4b: FOPNG's M-orthogonality to raw old gradients) |
 | ong_stale | M_b⁻¹J_Aᵀ | K_b | S_b | K_b | ≠ 0 (claim 4c: basis from damping ρ_b, projection in ρ) |
+| ong_old_factors | M⁻¹J_Aᵀ | K | S_o | S_o | ≠ 0 (claim 4c: projection in the previous task's metric M_o) |
 
-For gd (M = I) ong, ong_euclidean, fisher_orthogonal and ong_stale all reduce to ogd. "ong_stale" is the
-*different damping* variant of claim 4c; the "old task's factors vs current" variant needs the old task's
-metric in parameter space and is not offered.
+with S_o = J M⁻¹M_oM⁻¹Jᵀ/N_B. Two "stale" variants of claim 4c, both ONG-shaped (d = −(u − 𝔅(𝔅ᵀM'𝔅)⁻¹𝔅ᵀM'u)):
+
+* ``ong_stale`` — the *different damping* one: basis 𝔅 = M_b⁻¹J_Aᵀ with M_b = G_B + ρ_bI, projection metric
+  M' = M (same Fisher, other damping).
+* ``ong_old_factors`` — what the ONG code does (CONTINUAL.md 4c): basis 𝔅 = M⁻¹J_Aᵀ from the current metric,
+  projection metric M' = M_o, the Fisher frozen at the end of the previous task: the same method on the
+  previous task's samples O (N_o of them) at the previous task's parameters/outputs, M_o = G_O + ρI. Then
+  Mid = 𝔅ᵀM_o𝔅/N_B = S_o(A, A) and Right = 𝔅ᵀM_ou = S_o(A, B) r_B. In Gram form for exact NGD
+  (M_o = J̃_OᵀJ̃_O/N_O + ρI): S_o = ρK² + (N_B/N_O) K_{·O}K_{O·}; for gd M = M_o = I (it is OGD). Other
+  methods would need their old factors between two current inverses (K-FAC: per-factor sandwiches), not
+  offered: one-line ValueError.
+
+For gd (M = I) ong, ong_euclidean, fisher_orthogonal, ong_stale and ong_old_factors all reduce to ogd.
 """
 from __future__ import annotations
 
 import dataclasses
 
 #: kernels that need the two-sided inverse or sandwich of M between old rows: finite only for ρ > 0
-TWO_SIDED = ("metric", "square", "basis", "stale")
+TWO_SIDED = ("metric", "square", "basis", "stale", "old_square")
 #: kernels that need the method's metric at all (the rest come from the NTK and the method's own kernel)
 NEEDS_METRIC = TWO_SIDED + ("forward",)
 
@@ -49,6 +60,9 @@ class Projection:
     right: str | None
     consistent: bool
     claim: str
+    #: the methods it is implemented for (None: every method with a metric), with the reason
+    methods: tuple | None = None
+    why_methods: str = ""
 
     @property
     def kernels(self) -> tuple[str, ...]:
@@ -66,6 +80,11 @@ class Projection:
     def uses_basis_damping(self) -> bool:
         return "basis" in self.kernels
 
+    @property
+    def uses_old_metric(self) -> bool:
+        """Needs the previous task's samples and outputs (its metric M_o): ``ong_old_factors``."""
+        return "old_square" in self.kernels
+
 
 PROJECTIONS = {p.name: p for p in (
     Projection("none", None, None, None, False, "no protection (plain step)"),
@@ -74,6 +93,9 @@ PROJECTIONS = {p.name: p for p in (
     Projection("ong_euclidean", "metric", "square", "square", False, "claim 4a (Euclidean projection, natural basis)"),
     Projection("fisher_orthogonal", "ntk", "forward", "ntk", False, "claim 4b (FOPNG: M-projection, raw basis)"),
     Projection("ong_stale", "basis", "stale", "basis", False, "claim 4c (basis damping rho_b, metric damping rho)"),
+    Projection("ong_old_factors", "metric", "old_square", "old_square", False,
+               "claim 4c (current natural basis, projection in the previous task's Fisher M_o)", ("gd", "exact"),
+               "the previous task's metric between two current inverses is in Gram form for gd and exact NGD only"),
 )}
 NAMES = tuple(PROJECTIONS)
 
@@ -89,6 +111,10 @@ def get(name) -> Projection:
 def check_method(spec, projection: Projection, damping) -> None:
     """One-line errors, early: a projection that needs a metric the method does not define, or ρ = 0 where the
     two-sided kernels diverge."""
+    if projection.methods is not None and spec.name not in projection.methods:
+        raise ValueError(f"projection {projection.name!r} is implemented for methods {', '.join(projection.methods)} "
+                         f"({projection.why_methods}); use one of them, or projection 'ong_stale' with "
+                         f"method {spec.name!r}")
     if projection.needs_metric:
         spec.require_metric(f"projection {projection.name!r}")
     if projection.needs_positive_damping and spec.damping_rule != "none" and not damping.positive:
@@ -96,4 +122,12 @@ def check_method(spec, projection: Projection, damping) -> None:
                          "J_A^T between old rows diverges like 1/rho")
 
 
-__all__ = ["NAMES", "PROJECTIONS", "Projection", "check_method", "get"]
+def supports(spec, projection) -> bool:
+    """Whether ``projection`` is defined for the method ``spec`` (no error from :func:`check_method` at ρ > 0)."""
+    projection = get(projection)
+    if projection.methods is not None and spec.name not in projection.methods:
+        return False
+    return spec.metric is not None or not projection.needs_metric
+
+
+__all__ = ["NAMES", "PROJECTIONS", "Projection", "check_method", "get", "supports"]

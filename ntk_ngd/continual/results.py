@@ -61,7 +61,7 @@ class ContinualTrajectory(Trajectory):
         return np.array([L[-1, s] - np.min(L[s:-1, s]) for s in range(L.shape[0] - 1)])
 
     def summary(self) -> dict:
-        return {"method": self.method, "projection": self.projection, "regime": self.regime,
+        return {"method": self.method, "projection": self.projection, "regime": self.regime, "loss": self.loss_name,
                 "average_accuracy": self.average_accuracy, "average_forgetting": self.average_forgetting,
                 "average_loss_forgetting": float(np.mean(self.loss_forgetting)) if self.n_tasks > 1 else 0.0,
                 "final_loss": float(np.mean(np.asarray(self.loss)[-1])), "lr": self.lr, "diverged_at": self.diverged_at}
@@ -84,19 +84,20 @@ def task_matrices(F, Y_all, sizes, loss_name: str = "mse"):
 
 
 def build(method: str, projection: str, F, Y_all, sizes, lr: float, lr_rule: str, damping: float, memory,
-          regime: str, steps: int, diverged_at=None, params=None) -> ContinualTrajectory:
-    """The trajectory of outputs F (T+1, N_all, C) at the task boundaries."""
+          regime: str, steps: int, diverged_at=None, params=None, loss_name: str = "mse") -> ContinualTrajectory:
+    """The trajectory of outputs F (T+1, N_all, C) at the task boundaries (logits for cross-entropy, Y_all then
+    the one-hot label rows)."""
     from ..dynamics import _curves_np
     from ..trajectory import first_divergence
 
-    L, A = task_matrices(F, Y_all, sizes)
-    train_loss, train_acc = _curves_np(losses.MSE, F, Y_all)
+    L, A = task_matrices(F, Y_all, sizes, loss_name)
+    train_loss, train_acc = _curves_np(losses.get(loss_name), F, Y_all)
     diverged_at = first_divergence(train_loss) if diverged_at is None else diverged_at
     times = np.arange(len(sizes) + 1, dtype=float) * steps
     return ContinualTrajectory(method, L, times, train_loss, F, None, None, float(lr), lr_rule, None, None,
                                diverged_at, train_acc, None, params=params, damping=float(damping), accuracy=A,
                                projection=projection, memory=memory, task_sizes=tuple(int(s) for s in sizes),
-                               regime=regime)
+                               regime=regime, loss_name=loss_name)
 
 
 __all__ = ["ContinualTrajectory", "build", "task_matrices"]

@@ -12,6 +12,12 @@ from ...networks import mlp
 PROJECTIONS = projections.NAMES
 
 
+def projections_of(method: str) -> tuple[str, ...]:
+    """The projections defined for ``method`` (``ong_old_factors``: gd and exact only): a row's methods are those
+    that have its projection."""
+    return tuple(p for p in PROJECTIONS if projections.supports(methods.get(method), p))
+
+
 def registry_methods(infinite_width: bool) -> dict[str, dict]:
     """Every registered method with a continual metric whose projected step is a fixed function of the kernels
     (not residual-dependent, not random); at infinite width also those with an infinite-width limit. Methods
@@ -56,6 +62,7 @@ def one_step(config):
     params = net.init(config["seed"])
     (XA, _), (XB, YB) = tasks_of(config, 2, config["n"])
     stored = continual.store(net, params, XA)
+    old_rows = continual.store_metric_rows(net, params, XA)  # ong_old_factors: task A's metric, at its end
     rB = np.asarray(net.apply(params, XB)) - YB
     f_A0 = np.asarray(net.apply(params, XA))
     rho, rho_b = config["damping"], config["basis_damping"]
@@ -63,7 +70,7 @@ def one_step(config):
     for method, opts in registry_methods(infinite_width=False).items():
         lr = safe_lr(net, XB, method, params, rho, config["step_fraction"], **opts)
         try:
-            kernels = every_projection(net, XA, XB, method, PROJECTIONS, params=params, damping=rho,
+            kernels = every_projection(net, XA, XB, method, projections_of(method), params=params, damping=rho,
                                        basis_damping=rho_b, **opts)
         except ValueError as err:
             unsupported[method] = str(err)
@@ -71,9 +78,9 @@ def one_step(config):
         predicted = {p: k.step(rB) for p, k in kernels.items()}
         plain = float(np.linalg.norm(predicted["none"][0]))
         row = {"lr": lr}
-        for p in PROJECTIONS:
+        for p in projections_of(method):
             d = continual.projected_direction(net, params, XB, YB, stored, method, p, damping=rho, basis_damping=rho_b,
-                                              **opts)
+                                              old=old_rows, **opts)
             moved = {s: np.asarray(net.apply(jax.tree_util.tree_map(lambda a, b, s=s: a + s * lr * b, params, d), XA))
                      - f_A0 for s in (1.0, 0.5)}
             pred_old, pred_new = predicted[p]
@@ -114,7 +121,7 @@ def sequences(config):
             out[method] = {p: _record(continual.sequential(net, tasks, method, p, lr=lr, steps=config["seq_steps"],
                                                            damping=config["damping"],
                                                            basis_damping=config["basis_damping"], kernels=lk, **opts))
-                           for p in PROJECTIONS}
+                           for p in projections_of(method)}
             out[method]["kernel_spectrum"] = [_symmetric_range(net, X, method, config["damping"], opts)
                                               for X, _ in tasks]
             preds = [predict(net, X, method, damping=config["damping"], **opts) for X, _ in tasks]

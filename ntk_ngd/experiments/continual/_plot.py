@@ -31,8 +31,8 @@ def _one_step(ax, one, config):
     w = 0.8 / len(methods)
     for i, m in enumerate(methods):
         pos = x - 0.4 + (i + 0.5) * w
-        pred = [max(one[m][p]["predicted"], FLOOR) for p in PROJECTIONS]
-        real = [max(one[m][p]["trained"], FLOOR) for p in PROJECTIONS]
+        pred = [max(one[m][p]["predicted"], FLOOR) if p in one[m] else np.nan for p in PROJECTIONS]
+        real = [max(one[m][p]["trained"], FLOOR) if p in one[m] else np.nan for p in PROJECTIONS]  # nan: undefined
         ax.bar(pos - w / 4, pred, w / 2, color=colors[m], alpha=0.45, hatch="//",
                label=f"{m}: lazy prediction η‖K^P_AB r_B‖")
         ax.bar(pos + w / 4, real, w / 2, color=colors[m], label=f"{m}: one real step (η = 0.1/λ_max)")
@@ -77,12 +77,13 @@ def _heatmap(ax, rec, p, config, trained):
 
 def _table(ax, seqs):
     methods = list(seqs)
-    A = np.array([[seqs[m][p]["average_accuracy"] for p in PROJECTIONS] for m in methods])
-    F = np.array([[seqs[m][p]["average_loss_forgetting"] for p in PROJECTIONS] for m in methods])
+    A = np.array([[seqs[m][p]["average_accuracy"] if p in seqs[m] else np.nan for p in PROJECTIONS] for m in methods])
+    F = np.array([[seqs[m][p]["average_loss_forgetting"] if p in seqs[m] else np.nan for p in PROJECTIONS]
+                  for m in methods])  # nan: the projection is not defined for the method (ong_old_factors)
     ax.imshow(A, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(A):
-        ax.text(j, i, f"{v:.2f}\n{F[i, j]:.1e}", ha="center", va="center", fontsize=6,
-                color="w" if v < 0.6 else "k")
+        ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}\n{F[i, j]:.1e}", ha="center", va="center", fontsize=6,
+                color="w" if np.isnan(v) or v < 0.6 else "k")
     ax.set_xticks(range(len(PROJECTIONS)), [p.replace("_", "\n") for p in PROJECTIONS], fontsize=6)
     ax.set_yticks(range(len(methods)), methods)
     ax.set_title("(c) rotated digits, infinite width: average accuracy\n(and average loss forgetting) per method × "
