@@ -18,10 +18,11 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import ntk_ngd as nn
-from ntk_ngd import reference
+from ntk_ngd import methods, reference
 from ntk_ngd.continual import (PROJECTIONS, projected_direction, projected_kernels, sequential, store,
                                train_sequential)
 from ntk_ngd.continual.kernels import every_projection
+from ntk_ngd.continual.projections import supports
 from ntk_ngd.continual.memory import store_metric_rows
 
 #: float64 Gram forms vs dense P×P solves (P = 83, ρ = 0.05, Grams of condition ≲ 1e6): rounding ≲ 1e-12;
@@ -33,7 +34,10 @@ ZERO = 1e-10
 NAIVE_FLOOR = 1e-3
 RHO, RHO_B = 0.05, 0.3
 C, N_A, N_B = 3, 6, 7
-METHODS = ("gd", "exact", "block_diag", pytest.param("kfac", marks=pytest.mark.slow))
+#: every registered method with a continual metric whose G the dense reference builds for cross-entropy from the data
+#: alone (no residual, no random draw); the layer-wise ones (a dense P×P approximation each) are marked slow
+METHODS = tuple(pytest.param(m.name, marks=pytest.mark.slow) if m.layerwise else m.name
+                for m in methods.registered() if m.metric is not None and not m.random and not m.needs_residual)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,7 +58,6 @@ class Dense:
     def __init__(self, net, params):
         self.net = net
         self.theta, self.unravel = ravel_pytree(params)
-        self.layer_sizes = [int(sum(np.prod(x.shape) for x in layer)) for layer in params if layer != ()]
         E = np.zeros((C, C - 1))
         E[: C - 1] = np.eye(C - 1)
         E[C - 1] = -1.0
@@ -80,22 +83,15 @@ class Dense:
         return g, L
 
     def metric(self, method, J, f, y, rho, X=None):
-        """M = G + ρI of ``method`` on (J, logits f, labels y); K-FAC from ntk_ngd.reference (factored damping)."""
-        P = J.shape[1]
-        if method == "gd":
-            return np.eye(P)
-        if method == "kfac":
-            return reference.fisher_approximation(self.net, self.unravel(jnp.asarray(self.theta)), X, "kfac",
-                                                  damping=rho, loss="cross_entropy", targets=y, outputs=f)
-        _, L = self.derivatives(f, y)
-        G = J.T @ L @ J / f.shape[0]
-        if method == "block_diag":
-            mask = np.zeros_like(G)
-            edges = np.cumsum([0] + self.layer_sizes)
-            for a, b in zip(edges[:-1], edges[1:]):
-                mask[a:b, a:b] = 1.0
-            G = G * mask
-        return G + rho * np.eye(P)
+        """M = G + ρI of ``method`` on (J, logits f, labels y): exact NGD from J and the softmax Hessians here, every
+        other method from ntk_ngd.reference's dense P×P construction (whose kfac already holds its factored damping)."""
+        if method == "exact":
+            _, L = self.derivatives(f, y)
+            return J.T @ L @ J / f.shape[0] + rho * np.eye(J.shape[1])
+        G = np.asarray(reference.fisher_approximation(self.net, self.unravel(jnp.asarray(self.theta)), X, method,
+                                                      damping=rho, loss="cross_entropy", targets=y, outputs=f,
+                                                      **dict(methods.get(method).example_options)))
+        return G if methods.get(method).damping_rule in ("none", "factored") else G + rho * np.eye(J.shape[1])
 
     def protected(self, JA):
         """J_Aᵀ E: the old logits' directions modulo 1_C (P × N_A(C−1))."""
@@ -136,7 +132,7 @@ def rel(a, b) -> float:
 
 
 def supported(method, projection) -> bool:
-    return projection != "ong_old_factors" or method in ("gd", "exact")
+    return supports(methods.get(method), projection)
 
 
 @pytest.fixture(scope="module")
@@ -161,12 +157,12 @@ def test_projected_kernels_and_directions_against_the_dense_reference(problem, m
     fA, fB = dense.logits(XA), dense.logits(XB)
     stored = store(net, params, XA, "cross_entropy")
     old_rows = store_metric_rows(net, params, XA, "cross_entropy")
-    kw = dict(damping=RHO, basis_damping=RHO_B, loss="cross_entropy")
+    kw = dict(damping=RHO, basis_damping=RHO_B, loss="cross_entropy", **dict(methods.get(method).example_options))
     chosen = [p for p in PROJECTIONS if supported(method, p)]
     kernels = every_projection(net, XA, XB, method, chosen, params=params, targets=yB, **kw)  # = projected_kernels
     for projection in PROJECTIONS:
         if not supported(method, projection):
-            with pytest.raises(ValueError, match="is implemented for methods gd, exact"):
+            with pytest.raises(ValueError, match="does not declare"):
                 projected_kernels(net, XA, XB, method, projection, params=params, targets=yB, **kw)
             continue
         d = dense_step(dense, method, projection, JB, fB, yB, XB, JA, (JA, fA, yA))
@@ -326,7 +322,7 @@ def test_bad_input_is_one_line(problem):
         sequential(net, [(XA, yA), (XB, bad)], "exact", "ong", params=params, loss="cross_entropy")
     with pytest.raises(ValueError, match="pass loss='mse' or loss='cross_entropy'"):
         sequential(net, [(XA, yA)], "exact", "ong", loss="hinge")
-    with pytest.raises(ValueError, match="is implemented for methods gd, exact"):
+    with pytest.raises(ValueError, match="does not declare"):
         train_sequential(net, params, [(XA, yA), (XB, yB)], "kfac", "ong_old_factors", loss="cross_entropy")
     with pytest.raises(ValueError, match="store them with loss='cross_entropy'"):
         projected_direction(net, params, XB, yB, store(net, params, XA), "exact", "ong", loss="cross_entropy")
@@ -356,4 +352,4 @@ def test_cli_cross_entropy_rows_match_the_library(capsys):
     assert np.allclose(row["accuracy"], run.accuracy) and row["loss"] == "cross_entropy"
     assert main(["continual", "--method", "kfac", "--projection", "ong_old_factors", "--n", "4", "--n-tasks", "2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "is implemented for methods gd, exact" in err and "\n" not in err
+    assert "does not declare" in err and "\n" not in err

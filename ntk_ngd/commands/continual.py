@@ -21,8 +21,8 @@ def register(sub) -> None:
                        f"projection ({', '.join(PROJECTIONS)}) and print the "
                        "average accuracy and forgetting (CONTINUAL.md). --width inf (default): closed form at "
                        "infinite width; --width M: the network linearised at init; add --train for real training. "
-                       "--projection all (default) runs the projections each method defines (ong_old_factors: gd, "
-                       "exact).")
+                       "--projection all (default) runs the projections each method defines (ong_old_factors: the methods "
+                       "whose metric declares the previous task's metric).")
     p.add_argument("--tasks", choices=("permuted", "rotated"), default="rotated")
     p.add_argument("--n-tasks", type=int, default=5, help="number of tasks T (default 5)")
     p.add_argument("--n", type=int, default=40, help="samples per task (default 40)")

@@ -100,15 +100,12 @@ class RowKernels:
         raise ValueError(f"unknown kernel {name!r}")
 
     def old_square(self):
-        """S_o = J M⁻¹M_oM⁻¹Jᵀ/N_B over R, M_o = J̃_OᵀJ̃_O/N_O + ρI the exact Fisher of the previous task's
-        samples O (:mod:`.projections`): ρK² + (N_B/N_O)K_{·O}K_{O·}; gd: M = M_o = I, the NTK kernel."""
-        if self.spec.name == "gd":
-            return self["square"]
-        if self.old_samples is None or self.n_old == 0:
-            raise ValueError("projection 'ong_old_factors' needs the previous task's samples (its metric M_o)")
-        K = self["metric"]
-        O = sample_rows(self.old_samples, self.c)
-        return self.ctx.damping.value * self["square"] + (self.n_b / self.n_old) * K[:, O] @ K[O, :]
+        """S_o = J M⁻¹M_oM⁻¹Jᵀ/N_B over R with M_o the previous task's metric (:mod:`.projections`), from the
+        method's own ``Metric.old_sandwich`` (exact NGD: ρS + (N_B/N_O)K_{·O}K_{O·}; gd: S)."""
+        stored = self.old_samples is not None and self.n_old > 0
+        O = sample_rows(self.old_samples, self.c) if stored else None
+        return self.spec.metric.old_sandwich(self["metric"], self["square"], O, self.ctx.damping.value, self.n_b,
+                                             self.n_old)
 
     def __getitem__(self, name: str):
         if name not in self._cache:

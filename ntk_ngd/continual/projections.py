@@ -33,15 +33,17 @@ with S_o = J M⁻¹M_oM⁻¹Jᵀ/N_B. Two "stale" variants of claim 4c, both ONG
   projection metric M' = M_o, the Fisher frozen at the end of the previous task: the same method on the
   previous task's samples O (N_o of them) at the previous task's parameters/outputs, M_o = G_O + ρI. Then
   Mid = 𝔅ᵀM_o𝔅/N_B = S_o(A, A) and Right = 𝔅ᵀM_ou = S_o(A, B) r_B. In Gram form for exact NGD
-  (M_o = J̃_OᵀJ̃_O/N_O + ρI): S_o = ρK² + (N_B/N_O) K_{·O}K_{O·}; for gd M = M_o = I (it is OGD). Other
-  methods would need their old factors between two current inverses (K-FAC: per-factor sandwiches), not
-  offered: one-line ValueError.
+  (M_o = J̃_OᵀJ̃_O/N_O + ρI): S_o = ρK² + (N_B/N_O) K_{·O}K_{O·}; for gd M = M_o = I (it is OGD). Each method
+  declares it as ``Metric.old_sandwich`` (:mod:`ntk_ngd.methods._metric`; gd and exact NGD do); the others would
+  need their old factors between two current inverses (K-FAC: per-factor sandwiches): one-line ValueError.
 
 For gd (M = I) ong, ong_euclidean, fisher_orthogonal, ong_stale and ong_old_factors all reduce to ogd.
 """
 from __future__ import annotations
 
 import dataclasses
+
+from .. import methods
 
 #: kernels that need the two-sided inverse or sandwich of M between old rows: finite only for ρ > 0
 TWO_SIDED = ("metric", "square", "basis", "stale", "old_square")
@@ -60,9 +62,6 @@ class Projection:
     right: str | None
     consistent: bool
     claim: str
-    #: the methods it is implemented for (None: every method with a metric), with the reason
-    methods: tuple | None = None
-    why_methods: str = ""
 
     @property
     def kernels(self) -> tuple[str, ...]:
@@ -94,8 +93,7 @@ PROJECTIONS = {p.name: p for p in (
     Projection("fisher_orthogonal", "ntk", "forward", "ntk", False, "claim 4b (FOPNG: M-projection, raw basis)"),
     Projection("ong_stale", "basis", "stale", "basis", False, "claim 4c (basis damping rho_b, metric damping rho)"),
     Projection("ong_old_factors", "metric", "old_square", "old_square", False,
-               "claim 4c (current natural basis, projection in the previous task's Fisher M_o)", ("gd", "exact"),
-               "the previous task's metric between two current inverses is in Gram form for gd and exact NGD only"),
+               "claim 4c (current natural basis, projection in the previous task's Fisher M_o)"),
 )}
 NAMES = tuple(PROJECTIONS)
 
@@ -111,10 +109,11 @@ def get(name) -> Projection:
 def check_method(spec, projection: Projection, damping) -> None:
     """One-line errors, early: a projection that needs a metric the method does not define, or ρ = 0 where the
     two-sided kernels diverge."""
-    if projection.methods is not None and spec.name not in projection.methods:
-        raise ValueError(f"projection {projection.name!r} is implemented for methods {', '.join(projection.methods)} "
-                         f"({projection.why_methods}); use one of them, or projection 'ong_stale' with "
-                         f"method {spec.name!r}")
+    if projection.uses_old_metric and not _has_old_metric(spec):
+        offered = ", ".join(m.name for m in methods.registered() if _has_old_metric(m))
+        raise ValueError(f"projection {projection.name!r} needs the previous task's metric between two current "
+                         f"inverses, which method {spec.name!r} does not declare (Metric.old_sandwich); use one of "
+                         f"{offered}, or projection 'ong_stale' with method {spec.name!r}")
     if projection.needs_metric:
         spec.require_metric(f"projection {projection.name!r}")
     if projection.needs_positive_damping and spec.damping_rule != "none" and not damping.positive:
@@ -122,10 +121,14 @@ def check_method(spec, projection: Projection, damping) -> None:
                          "J_A^T between old rows diverges like 1/rho")
 
 
+def _has_old_metric(spec) -> bool:
+    return spec.metric is not None and spec.metric.old_sandwich is not None
+
+
 def supports(spec, projection) -> bool:
     """Whether ``projection`` is defined for the method ``spec`` (no error from :func:`check_method` at ρ > 0)."""
     projection = get(projection)
-    if projection.methods is not None and spec.name not in projection.methods:
+    if projection.uses_old_metric and not _has_old_metric(spec):
         return False
     return spec.metric is not None or not projection.needs_metric
 

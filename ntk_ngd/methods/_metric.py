@@ -41,12 +41,16 @@ class Metric:
     """What a method declares for continual learning (module docstring). ``inverse``, ``forward``:
     ``(lk, n_b, ctx) -> (R·k × R·k)``; ``direction``: ``(lk, n_b, ctx, w) -> [per-layer (d_l, M_l)]``;
     ``sandwich``: ``(lk, n_b, ctx_basis, mid: Damping | None) -> (R·k × R·k)``, None: the tikhonov
-    default through the ρ-derivative of ``inverse``."""
+    default through the ρ-derivative of ``inverse``. ``old_sandwich``: ``(K, S, old_rows, rho, n_b, n_old) ->
+    S_o``, the previous task's metric M_o between two current inverses, J M⁻¹M_oM⁻¹Jᵀ/N_B, from the method's own
+    kernel K = J M⁻¹Jᵀ/N_B and its square S over the rows R (``old_rows``: the previous task's rows in R, None if not
+    stored); None: not offered (the continual projection ``ong_old_factors`` raises for the method)."""
 
     inverse: Callable
     forward: Callable
     direction: Callable
     sandwich: Callable | None = None
+    old_sandwich: Callable | None = None
 
     def sandwich_kernel(self, lk, n_b: int, ctx, mid: Damping | None):
         if self.sandwich is not None:
@@ -128,6 +132,14 @@ def sample_rows(theta, lk, n_b: int) -> int:
     return n_b * (theta.shape[0] // lk.fwd.shape[1])
 
 
+def exact_fisher_old_sandwich(K, S, old_rows, rho, n_b: int, n_old: int):
+    """S_o for M_o = J̃_OᵀJ̃_O/N_O + ρI, the exact Fisher of the previous task's samples O: with M⁻¹J_Oᵀ = the
+    columns O of N_B·K, J M⁻¹M_oM⁻¹Jᵀ/N_B = ρS + (N_B/N_O) K_{·O}K_{O·}."""
+    if old_rows is None:
+        raise ValueError("projection 'ong_old_factors' needs the previous task's samples (its metric M_o)")
+    return rho * S + (n_b / n_old) * K[:, old_rows] @ K[old_rows, :]
+
+
 def woodbury_metric(theta_of, factor_of=None) -> Metric:
     """The metric of G = J_BᵀEEᵀJ_B/N + ρI, all from the R × R NTK ``theta_of(lk)`` and the per-sample
     factor ``factor_of(ctx)`` (E; None: E = I, exact NGD):
@@ -156,7 +168,8 @@ def woodbury_metric(theta_of, factor_of=None) -> Metric:
         shift = ctx.damping.shift("tikhonov", ctx.n)
         return jt_all(lk, push_through_coefficients(theta, nb, w, shift, ctx.rcond, E) / ctx.damping.value)
 
-    return Metric(inverse, forward, direction)
+    # E = I: G is the exact Fisher of the samples, so the previous task's metric has the closed form above
+    return Metric(inverse, forward, direction, old_sandwich=exact_fisher_old_sandwich if factor_of is None else None)
 
 
 def jt_all(lk, coefficients) -> list:
@@ -166,5 +179,5 @@ def jt_all(lk, coefficients) -> list:
             for l, (H, d) in enumerate(zip(lk.inputs, lk.deltas))]
 
 
-__all__ = ["Metric", "block", "jt_all", "pad_rows", "plus_damped", "push_through",
+__all__ = ["exact_fisher_old_sandwich", "Metric", "block", "jt_all", "pad_rows", "plus_damped", "push_through",
            "push_through_coefficients", "sample_rows", "task_and_all", "tikhonov_sandwich", "woodbury_metric"]

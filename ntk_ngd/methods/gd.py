@@ -32,7 +32,9 @@ def _ntk(lk, n_b, ctx, *unused):
     return lk.total_ntk / ctx.n
 
 
-METRIC = Metric(_ntk, _ntk, lambda lk, n_b, ctx, w: jt_all(lk, w), _ntk)
+#: M = M_o = I: the previous task's metric is the current one, S_o = S
+METRIC = Metric(_ntk, _ntk, lambda lk, n_b, ctx, w: jt_all(lk, w), _ntk,
+                old_sandwich=lambda K, S, old_rows, rho, n_b, n_old: S)
 
 GD = register(Method("gd", "plain gradient descent (for contrast): Θ/N", kernel, direction, predict,
                      damping_rule="none", step_rule="1/lambda_max", metric=METRIC,

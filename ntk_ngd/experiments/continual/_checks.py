@@ -15,7 +15,7 @@ NAIVE = ("ong_euclidean", "fisher_orthogonal", "ong_stale", "ong_old_factors")
 
 
 def having(rows, p, among) -> list:
-    """The methods of ``among`` whose rows have projection ``p`` (``ong_old_factors``: gd and exact only)."""
+    """The methods of ``among`` whose rows have projection ``p`` (``ong_old_factors``: the methods whose metric declares old_sandwich)."""
     return [m for m in among if p in rows[m]]
 
 

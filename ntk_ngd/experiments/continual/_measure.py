@@ -13,7 +13,7 @@ PROJECTIONS = projections.NAMES
 
 
 def projections_of(method: str) -> tuple[str, ...]:
-    """The projections defined for ``method`` (``ong_old_factors``: gd and exact only): a row's methods are those
+    """The projections defined for ``method`` (``ong_old_factors``: the methods whose metric declares old_sandwich): a row's methods are those
     that have its projection."""
     return tuple(p for p in PROJECTIONS if projections.supports(methods.get(method), p))
 
