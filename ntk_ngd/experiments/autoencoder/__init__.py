@@ -111,7 +111,6 @@ def run(config: dict, out_dir) -> ExperimentResult:
     data = run_all(cfg, optimisers, log=lambda line: print(line, file=sys.stderr, flush=True))
     checks = checks_of(data, cfg)
     fig = figure(data, cfg)
-    data = {k: v for k, v in data.items()}
     png, js = plotting.save(fig, "autoencoder", data, out_dir, config={**cfg, "anchors": ANCHORS},
                             wall_time=time.perf_counter() - start)
     finals = {n: float(np.mean([r["final"] for r in runs])) for n, runs in data["judged"].items()}

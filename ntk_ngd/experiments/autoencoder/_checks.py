@@ -41,22 +41,29 @@ def at_wall(run, t: float) -> float:
     return float(loss[np.searchsorted(wall, t, side="right") - 1])
 
 
-def _final(run) -> float:
-    return run["final"]
+def _loss_at(run, t: float) -> float:
+    """The run's loss at wall time t (∞ for a diverged run, its final loss when t = ∞)."""
+    if run["final"] == math.inf or t == math.inf:
+        return run["final"]
+    return at_wall(run, t)
+
+
+def _log_ratio(la: float, lb: float) -> float:
+    """log(la/lb) with a diverged side (∞) counted as the worse one (both diverged: +∞, no win for A)."""
+    if la == math.inf:
+        return math.inf
+    return -math.inf if lb == math.inf else math.log(la) - math.log(lb)
 
 
 def log_ratios(runs_a, runs_b, clock: str) -> np.ndarray:
-    """r_j per judged seed (module docstring); ``clock`` "epochs" or "wall"."""
+    """r_j per judged seed (module docstring); ``clock`` "epochs" or "wall" (t_j = the shorter finite run)."""
     out = []
     for a, b in zip(runs_a, runs_b):
         if clock == "epochs":
-            la, lb = _final(a), _final(b)
-        else:
-            t = min(a["wall"][-1] if a["final"] < math.inf else math.inf, b["wall"][-1] if b["final"] < math.inf else math.inf)
-            la = _final(a) if t == math.inf else (at_wall(a, t) if a["final"] < math.inf else math.inf)
-            lb = _final(b) if t == math.inf else (at_wall(b, t) if b["final"] < math.inf else math.inf)
-        out.append(math.inf if la == lb == math.inf else (math.log(la) - math.log(lb) if la < math.inf and lb < math.inf
-                                                            else (math.inf if la == math.inf else -math.inf)))
+            out.append(_log_ratio(a["final"], b["final"]))
+            continue
+        t = min(r["wall"][-1] if r["final"] < math.inf else math.inf for r in (a, b))
+        out.append(_log_ratio(_loss_at(a, t), _loss_at(b, t)))
     return np.asarray(out)
 
 
@@ -78,8 +85,7 @@ def paired_row(claim, a, b, judged, clock, family, finding, controls=()) -> Chec
     hi, _, status = paired_status(r)
     tol = "<= 0" if status != "unresolved" else f"unresolved: {len(r)} judged seeds; more seeds decide it"
     return Check(f"{claim} [r_j = {', '.join(f'{x:.3g}' for x in r)}]", hi, "< 0 (A lower)", tol, status,
-                 f"{RULE} (SE ddof 1, J = {len(r)})", tuple(controls), finding=finding if status == "fails" else "",
-                 calibration=None).about(family, *[m for m in (a, b) if m in methods.names()])
+                 f"{RULE} (SE ddof 1, J = {len(r)})", tuple(controls), finding=finding if status == "fails" else "").about(family, *[m for m in (a, b) if m in methods.names()])
 
 
 def paired_control(description, a, b, judged, clock) -> Control:
