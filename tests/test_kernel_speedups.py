@@ -3,9 +3,15 @@
 * Every registered method × ρ ∈ {0, 1e-3}, at infinite width (3-layer ReLU, 16 inputs, N = 20, 6 test points) and
   at finite width (width 8, C = 2, N = 6, 3 test points): train and test kernels equal the values of commit
   aabfb9f (before the change; tests/data/kernels_aabfb9f.npz, written by tests/data/make_kernels_aabfb9f.py with
-  that commit's package) to ≤ 1e-12 relative. Error model: both sides evaluate the same quantity with
-  backward-stable factorisations (eigh, Cholesky), so they differ by ≲ eps·κ with κ the condition number of the
-  damped Grams solved; at these sizes κ ≲ 1e2–1e3, i.e. ≲ 1e-13. At finite width the kernels also equal the
+  that commit's package). Error model: both sides evaluate the same quantity with backward-stable factorisations
+  (eigh, Cholesky) from layer kernels that agree to rounding, so they differ by about the method's forward error
+  eps·κ, κ the condition of the map layer kernels → method kernel. At infinite width κ is *measured*, not assumed:
+  δ = the largest relative change of the method kernels over 3 fixed draws of an independent relative eps
+  perturbation of every layer kernel (:func:`forward_error`); the tolerance is 10·max(δ, eps) (3 draws estimate
+  the worst case to within a factor of a few). Until 2026-12-07 the band was a fixed 1e-12 from an assumed
+  κ ≲ 1e3; kfac_cor at ρ = 0 has κ ≈ 3e4 (δ = 6.7e-12 measured), and on numpy 2.4/scipy 1.17 its stored-value
+  difference was 3.4e-12 (the ratio difference/δ over all 26 cases was 0.33–2.2 there). At finite width the
+  fixed 1e-12 stays (its kernels are measured at 1e-14 or below). At finite width the kernels also equal the
   dense parameter-space reference (:mod:`ntk_ngd.reference`) to the project's dense tolerance 1e-8
   (tests/test_methods.py: the P×P pseudo-inverse's own error).
 * Each new path where it is taken, against the general form it replaces: Cholesky vs eigendecomposition factors
@@ -15,6 +21,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -24,7 +31,7 @@ import numpy as np
 import pytest
 
 import ntk_ngd as nn
-from ntk_ngd import linalg
+from ntk_ngd import linalg, problem as _problem
 from ntk_ngd.damping import Damping
 from ntk_ngd.methods.base import Context
 from ntk_ngd.methods import _kron, kfac_cor, kpsvd
@@ -74,8 +81,39 @@ def test_infinite_width_equals_aabfb9f(ref, method, tag, options, rho):
     if method.random and not jax.__version__.startswith(STORED_JAX):
         pytest.skip(f"{method.name}'s draws follow jax's random stream, which changed after jax {STORED_JAX}x")
     train, test = nn.preconditioned_kernel(net, ref["X"], method.name, damping=rho, X_test=ref["X_test"], **kw)
-    assert rel_err(train, ref[key]) <= TOL
-    assert rel_err(test, ref[stored.key(method.name, tag, rho, "test")]) <= TOL
+    tol = FORWARD_ERROR_FACTOR * max(forward_error(net, ref, method, rho, kw), EPS)
+    assert rel_err(train, ref[key]) <= tol
+    assert rel_err(test, ref[stored.key(method.name, tag, rho, "test")]) <= tol
+
+
+#: the tolerance of the stored-value comparison at infinite width, in units of the measured forward error
+FORWARD_ERROR_FACTOR = 10
+
+
+def forward_error(net, ref, method, rho, options, draws: int = 3) -> float:
+    """δ: the largest relative change of the (train, test) method kernels when every layer kernel (forward,
+    backward and NTK Grams, train and test) is multiplied entrywise by 1 + eps·z, z standard normal
+    (symmetrised for the square Grams), over ``draws`` fixed draws: the eps·κ of the module docstring."""
+    options = dict(options)
+    residual = options.pop("residual", None)
+    prob = _problem.prepare(net, ref["X"], None, "mse", residual=residual, X_test=ref["X_test"])
+    ctx = _problem.context(method, prob, rho, None, options, 0)
+    train, test = _problem.whiten(prob, *_problem.kernels(prob))
+    base = method.kernel(train, test, ctx)
+    rng = np.random.default_rng(0)
+
+    def jitter(lk, symmetric):
+        def one(a):
+            z = rng.standard_normal(np.shape(a))
+            z = (z + np.swapaxes(z, -1, -2)) / 2 if symmetric else z
+            return jnp.asarray(np.asarray(a) * (1 + EPS * z))
+        return dataclasses.replace(lk, fwd=one(lk.fwd), bwd=one(lk.bwd), ntk=one(lk.ntk))
+
+    changes = []
+    for _ in range(draws):
+        out = method.kernel(jitter(train, True), jitter(test, False), ctx)
+        changes += [rel_err(out.train, base.train), rel_err(out.test, base.test)]
+    return max(changes)
 
 
 @pytest.fixture(scope="module")
