@@ -167,7 +167,7 @@ def test_figures_reports_each_finished_figure(capsys, monkeypatch, tmp_path):
     the real figures take minutes)."""
     from ntk_ngd.commands import figures
 
-    def fake_run(names, profile, out_dir, log, progress):
+    def fake_run(names, profile, out_dir, log, progress, jobs=1):
         for name in names:
             progress(name, "ok")
         return []

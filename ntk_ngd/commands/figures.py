@@ -1,6 +1,7 @@
 """`ntk-ngd figures`: regenerate every figure, its JSON and figures/REPORT.md."""
 from __future__ import annotations
 
+import os
 import time
 
 from .. import progress as _progress
@@ -18,15 +19,26 @@ def register(sub) -> None:
     p.add_argument("--only", nargs="+", metavar="NAME", help=f"subset of: {', '.join(available())}")
     p.add_argument("--out", default="figures", help="output folder (default figures/)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
+                   help=f"figures run in N worker processes at once (default {default_jobs()}: this machine's "
+                   "cores, at most 4; 1 runs them one after another in this process)")
     add_progress_flag(p)
     p.set_defaults(func=run, profile="quick")
+
+
+def default_jobs() -> int:
+    """Worker processes for ``figures``: the cores this process may use, at most 4 (each worker holds its own
+    jax runtime, ~0.5–2 GB)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
 
 
 def run(args) -> int:
     start = time.perf_counter()
     names = args.only or available()
     progress = _progress.from_args(args, "figures", len(names))
-    results = run_experiments(args.only, args.profile, args.out, log=lambda *_: None, progress=progress)
+    results = run_experiments(args.only, args.profile, args.out, log=lambda *_: None, progress=progress,
+                              jobs=getattr(args, "jobs", 1))
     total = time.perf_counter() - start
     report = write_report(args.out, total)
     failed = [r.name for r in results if not r.passed]
