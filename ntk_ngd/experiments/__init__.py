@@ -8,6 +8,7 @@ EXPERIMENTS = (
     "isotropy_table",
     "convergence",
     "width_scaling",
+    "lazy_rich",
     "unit_wise",
     "kfac_input_rank",
     "ef_vs_ief",
