@@ -13,6 +13,7 @@
 Every entry point takes ``loss="mse"`` (default) or ``loss="cross_entropy"`` (targets: class labels; the kernels
 are softmax-whitened, docs/THEORY.md "Continual learning with cross-entropy").
 """
+from .finite import train_finite
 from .kernels import ProjectedKernels, projected_kernels
 from .memory import Stored, store, store_metric_rows
 from .projections import NAMES as PROJECTIONS
@@ -22,4 +23,4 @@ from .tasks import permuted_tasks, rotated_tasks
 from .training import projected_direction, train_sequential
 
 __all__ = ["PROJECTIONS", "ContinualTrajectory", "ProjectedKernels", "Stored", "permuted_tasks", "projected_direction",
-           "projected_kernels", "rotated_tasks", "sequential", "store", "store_metric_rows", "train_sequential"]
+           "projected_kernels", "rotated_tasks", "sequential", "store", "store_metric_rows", "train_finite", "train_sequential"]

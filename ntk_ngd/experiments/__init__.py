@@ -19,6 +19,7 @@ EXPERIMENTS = (
     "fisher_variance",
     "mnist_one_step",
     "continual",
+    "continual_mnist",
     "ief_optimiser",
     "online_ng",
     "autoencoder",
