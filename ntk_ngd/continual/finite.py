@@ -26,11 +26,16 @@ sit in its state, so that ``fit``'s jitted step compiles once per shape, not onc
   | ogd | G | G | ogd (Euclidean projection against raw gradients; for NGD claim 4d) |
   | ong | B | MB = G | ong: the consistent ONG (natural basis, projection in M: Bᵀ M d = G d = 0) |
   | ong_euclidean | B | B | ong_euclidean: ONG as published (natural basis, Euclidean projection) |
+  | fisher_orthogonal | G | MG | fisher_orthogonal: FOPNG (raw basis, projection in M: g_aᵀ M d = 0) |
 
-  ``fisher_orthogonal`` (W = MG) needs M itself, not M⁻¹, which the factored forms do not expose: not offered here.
+  Rows rather than columns: W = MG means the rows (M g_a)ᵀ, so W Vᵀ = G M Gᵀ and W u = G g (the step needs no
+  M⁻¹ in its Gram). M comes from the factored form's ``forward`` stage
+  (:class:`~ntk_ngd.factored.form.FactoredForm`; K-FAC: (A + s_A)∇(B + s_B), EKFAC: U_A[(U_Aᵀ∇U_G) ⊙ (s + ρ)]U_Gᵀ),
+  once per task for the m stored rows. For sgd (M = I) every row is ogd's.
 
 The protected first-order output change of a projected step on stored sample a is −η g_aᵀ d: zero for ogd (sgd)
-and ong, non-zero for ong_euclidean (claim 4a) — the finite-width statement the figure ``continual_mnist`` tests.
+and ong, non-zero for ong_euclidean (claim 4a) and for fisher_orthogonal (claim 4b: g_aᵀMd = 0 does not give
+g_aᵀd = 0 unless span(G) is M-invariant) — the finite-width statement the figure ``continual_mnist`` tests.
 """
 from __future__ import annotations
 
@@ -51,7 +56,9 @@ from ..fitting import fit
 from ..optim import tildes_to_tree
 
 #: projections offered at finite width (module docstring table)
-FINITE_PROJECTIONS = ("none", "ogd", "ong", "ong_euclidean")
+FINITE_PROJECTIONS = ("none", "ogd", "ong", "ong_euclidean", "fisher_orthogonal")
+#: projections whose rows need the metric M itself (``FactoredForm.forward``), not only M⁻¹
+NEEDS_FORWARD = ("fisher_orthogonal",)
 #: relative damping of the Gram solve (≥ 1e-10 · trace)
 GRAM_DAMPING = 1e-10
 
@@ -67,9 +74,22 @@ def stored_gradients(net, params, X, labels) -> jax.Array:
     return jax.lax.map(lambda xy: one(*xy), (jnp.asarray(X, flat.dtype), labels))
 
 
+def methods_with_forward() -> tuple[str, ...]:
+    """The registry's methods whose factored form exposes M itself (``FactoredForm.forward``)."""
+    return tuple(m for m in methods_with_factored_form() if methods.get(m).factored.forward is not None)
+
+
+def check_forward(method: str, projection: str) -> None:
+    """One-line ValueError: a projection of :data:`NEEDS_FORWARD` with a factored method that has no forward stage."""
+    if projection in NEEDS_FORWARD and method != "sgd" and methods.get(method).factored.forward is None:
+        raise ValueError(f"projection {projection!r} needs the metric M itself, which the factored form of method "
+                         f"{method!r} does not expose (FactoredForm.forward); use 'sgd' or one of "
+                         f"{', '.join(methods_with_forward())}")
+
+
 def factored_inverse(net, method: str, params, X, Y, damping: float):
     """v ↦ M⁻¹v (flat P-vectors, batched over leading axes) for the factored form of ``method`` at ``params`` on
-    (X, Y) (exact whitened Fisher, cross-entropy), frozen."""
+    (X, Y) (exact whitened Fisher, cross-entropy), frozen; its ``forward`` gives v ↦ Mv (built on first use)."""
     spec = methods.get(method)
     if spec.factored is None:
         raise ValueError(f"method {method!r} has no factored form; use one of {', '.join(methods_with_factored_form())}")
@@ -80,23 +100,35 @@ def factored_inverse(net, method: str, params, X, Y, damping: float):
     opts = spec.normalise_options({}, net.depth)
     ctx = context(net, opts, Damping.of(damping), None, X.shape[0], feats)
     settings = Settings()
-    invs = tuple(spec.factored.inverse(spec.factored.statistics(H, D, ctx), H, D, ctx, settings, l)
-                 for l, (H, D) in enumerate(zip(feats.inputs, feats.deltas)))
-    return FactoredMetric(net, method, invs, params)
+    layers = tuple(zip(feats.inputs, feats.deltas))
+    stats = tuple(spec.factored.statistics(H, D, ctx) for H, D in layers)
+    invs = tuple(spec.factored.inverse(st, H, D, ctx, settings, l)
+                 for l, (st, (H, D)) in enumerate(zip(stats, layers)))
+
+    def forwards():
+        check_forward(method, NEEDS_FORWARD[0])  # one-line error for a form without one
+        return tuple(spec.factored.forward(st, H, D, ctx, settings, l)
+                     for l, (st, (H, D)) in enumerate(zip(stats, layers)))
+
+    return FactoredMetric(net, method, invs, params, forwards)
 
 
 class FactoredMetric:
-    """v ↦ M⁻¹v of a factored form from its per-layer inverses ``invs`` (K-FAC/EKFAC apply reads only them)."""
+    """v ↦ M⁻¹v of a factored form from its per-layer inverses ``invs`` (K-FAC/EKFAC apply reads only them);
+    :meth:`forward` v ↦ Mv from the per-layer forward data that ``forwards()`` builds (once, on first use)."""
 
-    def __init__(self, net, method, invs, params):
+    def __init__(self, net, method, invs, params, forwards=None):
         self.net, self.spec, self.invs = net, methods.get(method), invs
         self.unravel = ravel_pytree(params)[1]
+        self._forwards, self._fwds = forwards, None
 
     def apply_with(self, invs, v):
-        """M⁻¹v for flat P-vectors ``v`` (batched over a leading axis) with the inverses ``invs`` (traceable)."""
+        """M⁻¹v for flat P-vectors ``v`` (batched over a leading axis) with the inverses ``invs`` (traceable);
+        with forward data in place of ``invs``, Mv."""
         def one(v):
             tree = self.unravel(v)
-            tildes = [self.spec.factored.apply(inv, tree[2 * l][0], None, Settings()) for l, inv in enumerate(invs)]
+            tildes = [self.spec.factored.apply(inv, _layer_tilde(tree[2 * l]), None, Settings())
+                      for l, inv in enumerate(invs)]
             return ravel_pytree(tildes_to_tree(self.net, tree, tildes))[0]
 
         v = jnp.asarray(v)
@@ -104,6 +136,21 @@ class FactoredMetric:
 
     def __call__(self, v):
         return self.apply_with(self.invs, v)
+
+    def forward(self, v):
+        """Mv (flat P-vectors, batched like ``__call__``); ValueError where the factored form has no forward."""
+        if self._fwds is None:
+            if self._forwards is None:
+                raise ValueError(f"this metric of method {self.spec.name!r} was built without its forward stage; "
+                                 "build it with factored_inverse")
+            self._fwds = self._forwards()
+        return self.apply_with(self._fwds, v)
+
+
+def _layer_tilde(layer):
+    """W̃_l = [W_l; b_l] (fan_in + bias, fan_out) of one layer's (W, b) (the inverse of :func:`tildes_to_tree`)."""
+    W, b = layer
+    return W if b is None else jnp.concatenate([W, jnp.reshape(b, (1, -1))])
 
 
 def precondition(inverse=None) -> optax.GradientTransformation:
@@ -119,13 +166,16 @@ def precondition(inverse=None) -> optax.GradientTransformation:
 
 
 def projection_rows(name: str, G, inverse=None):
-    """(V, W) of projection ``name`` (module table) from stored gradients G (m × P); (None, None) for none."""
+    """(V, W) of projection ``name`` (module table) from stored gradients G (m × P) and the metric ``inverse``
+    (:class:`FactoredMetric`; None: M = I); (None, None) for none."""
     if name not in FINITE_PROJECTIONS:
         raise ValueError(f"unknown finite-width projection {name!r}; choose one of {', '.join(FINITE_PROJECTIONS)}")
     if name == "none" or G is None or G.shape[0] == 0:
         return None, None
     if name == "ogd" or inverse is None:  # sgd: M = I, every projection is OGD
         return G, G
+    if name == "fisher_orthogonal":
+        return G, inverse.forward(G)
     B = inverse(G)
     return (B, G) if name == "ong" else (B, B)
 
@@ -197,6 +247,7 @@ def train_finite(net, params, tasks, method: str, projection: str, lr: float, *,
         raise ValueError(f"method {method!r} has no factored form; use 'sgd' or one of "
                          f"{', '.join(methods_with_factored_form())}")
     projection_rows(projection, None)  # validates the name
+    check_forward(method, projection)
     test_tasks = tasks if test_tasks is None else test_tasks
     flat = ravel_pytree(params)[0]
     tx, holder = _optimizer(net, method, float(lr), flat.dtype.name)
@@ -229,5 +280,6 @@ def average_forgetting(acc) -> float:
     return float(np.mean([acc[:T - 1, j].max() - acc[-1, j] for j in range(T - 1)])) if T > 1 else 0.0
 
 
-__all__ = ["FINITE_PROJECTIONS", "accuracy", "average_accuracy", "average_forgetting", "factored_inverse",
-           "ProjectionState", "precondition", "project", "project_flat", "projection_rows", "stored_gradients", "train_finite"]
+__all__ = ["FINITE_PROJECTIONS", "NEEDS_FORWARD", "FactoredMetric", "ProjectionState", "accuracy", "average_accuracy",
+           "average_forgetting", "check_forward", "factored_inverse", "methods_with_forward", "precondition", "project",
+           "project_flat", "projection_rows", "stored_gradients", "train_finite"]

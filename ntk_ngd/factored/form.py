@@ -11,6 +11,12 @@ A factored form works per layer in parameter space, from the Kronecker factors a
   fit is not a mean of factors (EKFAC's second moments, KPSVD's rearranged block);
 * ``apply(inv, ∇_l, ctx, settings) -> W̃_l``: the preconditioned gradient (two matmuls for K-FAC).
 
+Optionally a fourth, ``forward(stats, H, δ̃, ctx, settings, l) -> fwd``: the damped metric M_l itself rather than
+its inverse, in the form ``apply`` reads, so that ``apply(fwd, ∇_l) = (M∇)_l`` (K-FAC: the damped factors
+(A_l + s_A I, B_l + s_B I) instead of their inverses; EKFAC: the eigenvalues s + ρ instead of 1/(s + ρ)), and
+``apply(fwd, apply(inv, ∇_l)) = ∇_l`` for ρ > 0. What needs M, not M⁻¹ (the Fisher-orthogonal projection of
+:mod:`ntk_ngd.continual.finite`), asks for it; the forms without one leave it None.
+
 Full batch, ``apply(inverse(statistics(·)), ∇)`` equals the Gram-form ``direction`` of the same method at the
 same damping ρ > 0 (tests/test_factored.py). Nothing is P_l × P_l or N·C-squared.
 """
@@ -64,6 +70,9 @@ class FactoredForm:
     splits: tuple[str, ...] = ("rule",)
     #: ``check(settings, options)``: a one-line ValueError for settings the form cannot honour with these options
     check: Callable[..., None] | None = None
+    #: ``forward(stats, H, δ̃, ctx, settings, l) -> fwd`` with ``apply(fwd, ∇_l) = (M∇)_l`` (module docstring);
+    #: None: the form exposes M⁻¹ only
+    forward: Callable[..., Any] | None = None
 
 
 def _check_settings(values: dict) -> Settings:

@@ -20,6 +20,9 @@ average forgetting, fails if mean − 2SE > 0, unresolved otherwise):
 
 Controls: the forgetting comparisons repeated on identical tasks (no interference: the gap must vanish, so the
 claim "resolved below 0" must fail there); the lazy band checked with the other benchmark's prediction.
+
+The full profile also runs FOPNG (``fisher_orthogonal``: raw stored gradients, projection in M, claim 4b) for each
+factored method, shown as bars (ACC, F) beside the others; it has no pre-registered row (issue 23 lists none).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from ._plot import figure
 M0 = 400
 _LR = {"sgd": 20.0, "kfac": 0.1, "ekfac": 0.1}
 _COMMON = {"batch_size": 256, "memory": 100, "damping": 1e-3, "metric_samples": 1000, "lr": _LR,
-           "projections": ["none", "ogd", "ong", "ong_euclidean"], "M0": M0,
+           "projections": ["none", "ogd", "ong", "ong_euclidean", "fisher_orthogonal"], "M0": M0,
            "anchors": {"architecture": "MLP 784-100-100-10 no bias (OGD/ONG code defaults)", "batch_size": "256 (ibid.)",
                        "memory": "100 samples per task, ground-truth-logit gradients (OGD-GTL, Farajtabar et al. 2019)",
                        "rotations": "0/10/20/30/40 deg (Rotated MNIST of Farajtabar et al. 2019)",
